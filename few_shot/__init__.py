@@ -1,0 +1,1 @@
+"""few_shot experiments of penalty-tf."""

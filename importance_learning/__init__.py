@@ -1,0 +1,1 @@
+"""importance_learning experiments of penalty-tf."""

@@ -1,0 +1,1 @@
+"""poisoning experiments of penalty-tf."""

@@ -1,0 +1,1 @@
+"""synthetic experiments of penalty-tf."""
