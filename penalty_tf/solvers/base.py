@@ -1,0 +1,301 @@
+"""What every bilevel solver shares: variable groups, optimizers, projections, compilation.
+
+A bilevel problem is ``min_u f(u, v*(u))`` subject to ``v*(u) = argmin_v g(u, v)``,
+given as two zero-argument-after-batch callables ``upper_loss(batch) -> f`` and
+``lower_loss(batch) -> g`` closing over Keras models / `tf.Variable`s, plus the upper
+variables u and lower variables v. Variables may be given as a single variable, a list
+of variables (one group) or a list of lists (several groups, each with its own optimizer
+and learning rate: the original's "multivar" solvers used by few-shot learning).
+
+A solver's `step(batch, lower_steps=T)` is one upper-level iteration and runs as a single
+`tf.function` graph call (optionally XLA-compiled with ``jit_compile=True``). The number
+of lower steps is passed as a tensor, so calling with another T does not retrace.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from penalty_tf import autodiff
+
+VariableSpec = Union[tf.Variable, Sequence[tf.Variable], Sequence[Sequence[tf.Variable]]]
+OptimizerSpec = Union[float, keras.optimizers.Optimizer, Sequence[Union[float, keras.optimizers.Optimizer]]]
+Bounds = Union[None, tuple, Callable[[tf.Tensor], tf.Tensor]]
+Loss = Callable[[Any], tf.Tensor]
+
+#: Adam epsilon of TF1's ``tf.train.AdamOptimizer``, which the original code used (Keras 3
+#: defaults to 1e-7). Keras 3 Adam otherwise performs exactly TF1's update
+#: ``w <- w - lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(s) + eps)``.
+TF1_ADAM_EPSILON = 1e-8
+
+#: A status code packs (quantity index, lower step) as ``index * STATUS_STRIDE + step``.
+STATUS_STRIDE = 1_000_000
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient became NaN or infinite during a solver step."""
+
+
+def tf1_adam(learning_rate: float) -> keras.optimizers.Adam:
+    """Keras 3 Adam with TF1's defaults (beta1 0.9, beta2 0.999, epsilon 1e-8)."""
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.9, beta_2=0.999,
+                                 epsilon=TF1_ADAM_EPSILON)
+
+
+def as_groups(variables: VariableSpec, what: str) -> list[list[tf.Variable]]:
+    """Normalise a variable, a list of variables or a list of lists to a list of groups."""
+    if isinstance(variables, (tf.Variable, keras.Variable)):
+        return [[variables]]
+    variables = list(variables)
+    if not variables:
+        raise ValueError(f"{what}: no variables given")
+    if all(isinstance(v, (list, tuple)) for v in variables):
+        groups = [list(group) for group in variables]
+    elif any(isinstance(v, (list, tuple)) for v in variables):
+        raise ValueError(f"{what}: mix of variables and lists of variables; give one or the other")
+    else:
+        groups = [variables]
+    for group in groups:
+        if not group:
+            raise ValueError(f"{what}: empty variable group")
+    return groups
+
+
+def make_optimizers(spec: OptimizerSpec, n_groups: int, what: str) -> list[keras.optimizers.Optimizer]:
+    """One optimizer per variable group from a learning rate, an optimizer, or a list of them.
+
+    A float becomes TF1-style Adam (`tf1_adam`). A single optimizer instance serves one group
+    only: Keras 3 optimizers refuse variables they were not built with.
+    """
+    items = list(spec) if isinstance(spec, (list, tuple)) else [spec] * n_groups
+    if len(items) != n_groups:
+        raise ValueError(f"{what}: {len(items)} optimizers/learning rates for {n_groups} variable groups")
+    optimizers = [tf1_adam(float(x)) if isinstance(x, (int, float, np.floating)) else x for x in items]
+    if len({id(o) for o in optimizers}) != len(optimizers):
+        raise ValueError(f"{what}: the same optimizer instance was given for several groups; "
+                         "give one optimizer per group (or a learning rate)")
+    for opt in optimizers:
+        if not isinstance(opt, keras.optimizers.Optimizer):
+            raise TypeError(f"{what}: expected a learning rate or a keras optimizer, got {opt!r}")
+    return optimizers
+
+
+def make_projection(bounds: Bounds) -> Callable[[tf.Tensor], tf.Tensor] | None:
+    """A projection from ``(low, high)`` box bounds (clipping) or a callable; None for none."""
+    if bounds is None:
+        return None
+    if callable(bounds):
+        return bounds
+    low, high = bounds
+    if not low < high:
+        raise ValueError(f"empty box: low {low} >= high {high}")
+    return lambda x: tf.clip_by_value(x, low, high)
+
+
+def reset_optimizer_state(optimizer: keras.optimizers.Optimizer) -> None:
+    """Zero the step counter and slot variables (moments) of a built optimizer; keep its lr."""
+    for var in optimizer.variables:
+        if var is not optimizer.learning_rate:
+            var.assign(tf.zeros(var.shape, var.dtype))
+
+
+class Level:
+    """The variables of one level, grouped, each group with its optimizer, plus a projection.
+
+    ``apply(grads)`` performs one optimizer step per group followed by the projection,
+    which reproduces TF1's variable ``constraint`` semantics (the original's box clipping).
+    """
+
+    def __init__(self, variables: VariableSpec, optimizers: OptimizerSpec | None,
+                 bounds: Bounds, what: str):
+        self.groups = as_groups(variables, what)
+        self.variables = [v for group in self.groups for v in group]
+        self.projection = make_projection(bounds)
+        self.optimizers = (make_optimizers(optimizers, len(self.groups), what)
+                           if optimizers is not None else [])
+        for opt, group in zip(self.optimizers, self.groups):
+            opt.build(group)  # eagerly: slot variables cannot be created inside tf.function
+        self.initial_lrs = [float(opt.learning_rate.numpy()) for opt in self.optimizers]
+
+    def split(self, flat: Sequence[tf.Tensor]) -> list[list[tf.Tensor]]:
+        """Split a flat list shaped like `variables` into per-group lists."""
+        out, start = [], 0
+        for group in self.groups:
+            out.append(list(flat[start:start + len(group)]))
+            start += len(group)
+        return out
+
+    def apply(self, grads: Sequence[tf.Tensor]) -> None:
+        """One optimizer step on every group with ``grads`` (flat, like `variables`), then project."""
+        for opt, group, group_grads in zip(self.optimizers, self.groups, self.split(grads)):
+            opt.apply(group_grads, group)
+        self.project()
+
+    def assign_sub(self, deltas: Sequence[tf.Tensor]) -> None:
+        """Plain update ``w <- w - delta`` (no optimizer), then project."""
+        for var, delta in zip(self.variables, deltas):
+            var.assign_sub(delta)
+        self.project()
+
+    def project(self) -> None:
+        if self.projection is not None:
+            for var in self.variables:
+                var.assign(self.projection(var))
+
+    def scale_learning_rates(self, factor: tf.Tensor) -> None:
+        for opt in self.optimizers:
+            opt.learning_rate.assign(opt.learning_rate * factor)
+
+    def set_learning_rates(self, values: float | Sequence[float]) -> None:
+        values = list(values) if isinstance(values, (list, tuple)) else [values] * len(self.optimizers)
+        for opt, value in zip(self.optimizers, values):
+            opt.learning_rate.assign(value)
+
+    def learning_rates(self) -> list[float]:
+        return [float(opt.learning_rate.numpy()) for opt in self.optimizers]
+
+    def reset(self) -> None:
+        """Learning rates back to their initial values and optimizer state zeroed."""
+        self.set_learning_rates(self.initial_lrs)
+        for opt in self.optimizers:
+            reset_optimizer_state(opt)
+
+
+class FiniteMonitor:
+    """Tracks, inside a compiled step, the first quantity that stopped being finite.
+
+    The status is an int32 scalar: 0 while everything is finite, otherwise
+    ``(index of the quantity + 1) * STATUS_STRIDE + lower step`` of the first failure.
+    """
+
+    def __init__(self, names: Sequence[str], enabled: bool):
+        self.names = list(names)
+        self.enabled = enabled
+
+    def initial(self) -> tf.Tensor:
+        return tf.constant(0, tf.int32)
+
+    def check(self, status: tf.Tensor, name: str, tensors: Sequence[tf.Tensor],
+              lower_step: tf.Tensor | int = 0) -> tf.Tensor:
+        if not self.enabled:
+            return status
+        code = (self.names.index(name) + 1) * STATUS_STRIDE + tf.cast(lower_step, tf.int32)
+        ok = autodiff.all_finite(tensors)
+        return tf.where(tf.logical_or(status != 0, ok), status, code)
+
+    def describe(self, status: int) -> tuple[str, int]:
+        index, lower_step = divmod(int(status), STATUS_STRIDE)
+        return self.names[index - 1], lower_step
+
+
+class BilevelSolver:
+    """Base class: owns the compiled step, the iteration counter and the NaN check.
+
+    Subclasses implement ``_iteration(batch, lower_steps) -> dict`` in TensorFlow ops (it
+    is traced once into a graph) and may use ``self.monitor`` to flag non-finite values.
+    The dict must contain the int32 ``status`` of the monitor.
+    """
+
+    #: Names of the quantities a subclass checks for finiteness (used in error messages).
+    checked_quantities: Sequence[str] = ()
+
+    #: Set by subclasses before calling ``super().__init__``.
+    upper: Level
+    lower: Level
+
+    def __init__(self, upper_loss: Loss, lower_loss: Loss, *,
+                 lower_initializer: Callable[[], None] | None = None, jit_compile: bool = False,
+                 check_finite: bool = True):
+        self._lower_init_values = snapshot(self.lower.variables)
+        self._lower_initializer = lower_initializer
+        self.upper_loss = upper_loss
+        self.lower_loss = lower_loss
+        self.jit_compile = jit_compile
+        self.check_finite = check_finite
+        self.monitor = FiniteMonitor(self.checked_quantities, check_finite)
+        self.iteration = 0
+        self._compiled = tf.function(self._iteration, jit_compile=jit_compile, autograph=False)
+
+    # -- public API -------------------------------------------------------------------
+    def step(self, batch: Any = None, lower_steps: int = 1) -> dict[str, tf.Tensor]:
+        """One upper-level iteration (one graph call); returns a dict of scalar tensors.
+
+        Raises `NonFiniteError` naming the iteration, the lower step and the quantity if a
+        loss or gradient became NaN or infinite (unless ``check_finite=False``).
+        """
+        return self._run(batch, lower_steps)
+
+    def _run(self, batch: Any, lower_steps: int, *counts: int) -> dict[str, tf.Tensor]:
+        """Call the compiled iteration with step counts as int32 tensors (no retracing)."""
+        if int(lower_steps) < 1:
+            raise ValueError(f"lower_steps must be >= 1, got {lower_steps}")
+        out = self._compiled(batch, *(tf.constant(int(n), tf.int32) for n in (lower_steps, *counts)))
+        self.iteration += 1
+        if self.check_finite:
+            status = int(out["status"])
+            if status != 0:
+                name, lower_step = self.monitor.describe(status)
+                raise NonFiniteError(
+                    f"{type(self).__name__}: {name} is not finite (NaN or Inf) at upper "
+                    f"iteration {self.iteration - 1}, lower step {lower_step}. The solver stopped; "
+                    "the variables now hold non-finite values, so restart from the last "
+                    "checkpoint, e.g. with smaller learning rates.")
+        return out
+
+    def reset_lower(self) -> None:
+        """Re-initialise v (the original's ``reset_lower_level``).
+
+        Calls ``lower_initializer`` if one was given, else restores the values v had when
+        the solver was built.
+        """
+        if self._lower_initializer is not None:
+            self._lower_initializer()
+        else:
+            restore(self.lower.variables, self._lower_init_values)
+
+    def tracing_count(self) -> int:
+        """How often the step function has been traced (1 after the first call)."""
+        return self._compiled.experimental_get_tracing_count()
+
+    # -- helpers for subclasses -------------------------------------------------------
+    def _bind(self, batch: Any) -> tuple[Callable[[], tf.Tensor], Callable[[], tf.Tensor]]:
+        """Zero-argument closures ``f()`` and ``g()`` on the given batch."""
+        return (lambda: self.upper_loss(batch)), (lambda: self.lower_loss(batch))
+
+    @staticmethod
+    def _loop(n: tf.Tensor, body: Callable[[tf.Tensor, Any], Any], state: Any) -> Any:
+        """Run ``state = body(k, state)`` for k = 0 … n-1 as one `tf.while_loop`."""
+        def cond(k, *_):
+            return k < n
+
+        def wrapped(k, *state_):
+            new = body(k, state_[0] if len(state_) == 1 else state_)
+            new = new if isinstance(new, tuple) else (new,)
+            return (k + 1, *new)
+
+        init = state if isinstance(state, tuple) else (state,)
+        result = tf.while_loop(cond, wrapped, (tf.constant(0, tf.int32), *init))
+        result = result[1:]
+        return result[0] if len(result) == 1 else tuple(result)
+
+    def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
+        raise NotImplementedError
+
+
+def snapshot(variables: Sequence[tf.Variable]) -> list[np.ndarray]:
+    """Copies of the current values (to restore with `restore`)."""
+    return [v.numpy().copy() for v in variables]
+
+
+def restore(variables: Sequence[tf.Variable], values: Sequence[np.ndarray]) -> None:
+    for v, x in zip(variables, values):
+        v.assign(x)
+
+
+def as_float_dict(out: Mapping[str, tf.Tensor]) -> dict[str, float]:
+    """Convert a step's output to Python floats (one host transfer per entry)."""
+    return {k: float(v) for k, v in out.items()}

@@ -1,0 +1,227 @@
+"""Penalty method with augmented Lagrangian (Mehra & Hamm 2021, Algorithm 1 + Sec. 2).
+
+With ``G = grad_v g(u, v)`` the solver alternates over the two penalty functions
+
+    h_upper(u, v) = f(u, v) + <nu, G> + rho/2 ||G||^2
+    h_lower(u, v) = h_upper(u, v) + lambda g(u, v)
+
+One upper-level iteration (`Penalty.step`) is, exactly in the original's order:
+
+1. T Adam steps on ``h_lower`` w.r.t. v (G recomputed at every step),
+2. one Adam step on ``h_upper`` w.r.t. u,
+3. at the new point and on the same batch: ``hu = ||grad_u h_upper||^2`` and
+   ``hv = ||grad_v h_lower||^2`` (both already squared norms),
+4. if ``hu^2 + hv^2 < eps^2`` ("the sub-problem is solved"):
+   ``rho <- c_rho rho``, ``lambda <- c_lamb lambda``, ``eps <- c_eps eps``, then
+   ``nu <- nu + rho_new G`` and every learning rate ``<- lr_decay * lr``.
+
+Faithful quirks of the original (REFERENCE.md §1.1–1.3, §5.1), all reproduced here:
+
+* The tolerance test squares already-squared norms: ``||grad_u h||^4 + ||grad_v h||^4 <
+  eps^2`` (the paper states a norm test).
+* The multiplier update reads the *new* rho (rho is multiplied first) and G at the current
+  point on the same batch.
+* The decay factors differ per variant of the original; `PenaltySchedule` has one
+  constructor for each: `single_group` (lambda, eps x0.9, lr x0.9), `multi_group` (lr x0.99)
+  and `synthetic` (lambda, eps, lr divided by c_rho, nu_0 = 0).
+* nu starts at ``nu_0`` in every entry (not zero) except in the synthetic variant.
+* Adam moments are never reset by the schedule; the returned loss terms are those before
+  the schedule update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import tensorflow as tf
+
+from penalty_tf import autodiff
+from penalty_tf.solvers.base import (Bounds, BilevelSolver, Level, Loss, OptimizerSpec,
+                                     VariableSpec)
+
+
+@dataclasses.dataclass(frozen=True)
+class PenaltySchedule:
+    """Initial penalty state and the factors applied when the tolerance test passes.
+
+    Defaults are the original's single-group settings used by most applications
+    (rho_0 = lambda_0 = eps_0 = 1e-2, nu_0 = 1e-4, c_rho 1.1, c_lamb = c_eps = 0.9, learning
+    rates x0.9). The factors multiply; the synthetic variant's divisions by c_rho are
+    expressed as multiplications by 1/c_rho (equal up to float32 rounding).
+    """
+
+    rho0: float = 1e-2
+    lamb0: float = 1e-2
+    eps0: float = 1e-2
+    nu0: float = 1e-4
+    c_rho: float = 1.1
+    c_lamb: float = 0.9
+    c_eps: float = 0.9
+    lr_decay: float = 0.9
+
+    @classmethod
+    def single_group(cls, **kwargs: float) -> "PenaltySchedule":
+        """``bilevel_penalty_aug_lag.py``: lambda x c_lamb, eps x c_eps, learning rates x0.9."""
+        return cls(**kwargs)
+
+    @classmethod
+    def multi_group(cls, **kwargs: float) -> "PenaltySchedule":
+        """``bilevel_penalty_multivar_augm_lag.py`` (few-shot): every learning rate x0.99."""
+        kwargs.setdefault("lr_decay", 0.99)
+        return cls(**kwargs)
+
+    @classmethod
+    def synthetic(cls, rho0: float = 1.0, lamb0: float = 10.0, eps0: float = 1.0,
+                  c_rho: float = 1.1) -> "PenaltySchedule":
+        """``bilevel_penalty_aug_lag_synthetic.py``: nu_0 = 0; lambda, eps and lrs / c_rho."""
+        return cls(rho0=rho0, lamb0=lamb0, eps0=eps0, nu0=0.0, c_rho=c_rho,
+                   c_lamb=1.0 / c_rho, c_eps=1.0 / c_rho, lr_decay=1.0 / c_rho)
+
+
+class Penalty(BilevelSolver):
+    """Penalty method with augmented Lagrangian; one or several variable groups per level.
+
+    Example::
+
+        solver = Penalty(upper_loss, lower_loss, upper_vars=u, lower_vars=model.trainable_variables,
+                         upper_optimizer=3.0, lower_optimizer=1e-4,
+                         schedule=PenaltySchedule(nu0=1e-6))
+        for batch in batches:
+            out = solver.step(batch, lower_steps=20)   # out["f"], out["rho"], ...
+
+    Args:
+      upper_loss, lower_loss: ``batch -> scalar`` callables for f and g.
+      upper_vars, lower_vars: u and v: a variable, a list, or a list of groups.
+      upper_optimizer, lower_optimizer: a learning rate (TF1-style Adam), a Keras optimizer,
+        or one per group.
+      schedule: `PenaltySchedule`.
+      upper_bounds, lower_bounds: ``(low, high)`` box or projection callable applied after
+        every step on that level (TF1's variable constraints in the original).
+      lower_initializer: callable re-initialising v for `reset_lower` (default: restore the
+        values v had when the solver was built).
+      jit_compile: compile the step with XLA.
+      check_finite: raise `NonFiniteError` when a loss or gradient is NaN/Inf.
+    """
+
+    checked_quantities = ("the gradient of h_lower w.r.t. the lower variables",
+                          "the gradient of h_upper w.r.t. the upper variables",
+                          "f", "g", "the tolerance-test gradients")
+
+    def __init__(self, upper_loss: Loss, lower_loss: Loss, upper_vars: VariableSpec,
+                 lower_vars: VariableSpec, *, upper_optimizer: OptimizerSpec = 1e-3,
+                 lower_optimizer: OptimizerSpec = 1e-4,
+                 schedule: PenaltySchedule = PenaltySchedule(), upper_bounds: Bounds = None,
+                 lower_bounds: Bounds = None, lower_initializer: Callable[[], None] | None = None,
+                 jit_compile: bool = False, check_finite: bool = True):
+        self.upper = Level(upper_vars, upper_optimizer, upper_bounds, "upper_vars")
+        self.lower = Level(lower_vars, lower_optimizer, lower_bounds, "lower_vars")
+        self.schedule = schedule
+        self.rho = tf.Variable(schedule.rho0, dtype=tf.float32, trainable=False, name="rho")
+        self.lamb = tf.Variable(schedule.lamb0, dtype=tf.float32, trainable=False, name="lamb")
+        self.eps = tf.Variable(schedule.eps0, dtype=tf.float32, trainable=False, name="eps")
+        self.nu = [tf.Variable(tf.fill(v.shape, tf.cast(schedule.nu0, v.dtype)), trainable=False,
+                               name="nu") for v in self.lower.variables]
+        super().__init__(upper_loss, lower_loss, lower_initializer=lower_initializer,
+                         jit_compile=jit_compile, check_finite=check_finite)
+
+    # -- state -------------------------------------------------------------------------
+    def reset(self) -> None:
+        """rho, lambda, eps, nu and learning rates back to their initial values.
+
+        As the original's ``reset_penalty_parameters``: Adam moments are kept; call
+        `reset_optimizers` to zero them too.
+        """
+        s = self.schedule
+        self.rho.assign(s.rho0)
+        self.lamb.assign(s.lamb0)
+        self.eps.assign(s.eps0)
+        for nu in self.nu:
+            nu.assign(tf.fill(nu.shape, tf.cast(s.nu0, nu.dtype)))
+        self.upper.set_learning_rates(self.upper.initial_lrs)
+        self.lower.set_learning_rates(self.lower.initial_lrs)
+
+    def reset_optimizers(self) -> None:
+        """Zero the Adam moments and step counters of both levels (learning rates unchanged)."""
+        for level in (self.upper, self.lower):
+            lrs = level.learning_rates()
+            level.reset()
+            level.set_learning_rates(lrs)
+
+    def state(self) -> dict[str, float]:
+        """Current rho, lambda, eps and learning rates as Python floats."""
+        return {"rho": float(self.rho.numpy()), "lamb": float(self.lamb.numpy()),
+                "eps": float(self.eps.numpy()), "lr_upper": self.upper.learning_rates(),
+                "lr_lower": self.lower.learning_rates()}
+
+    # -- the compiled iteration --------------------------------------------------------
+    def _penalty_terms(self, f_fn: Callable[[], tf.Tensor], record: dict | None = None):
+        """``(g, G) -> h_upper = f + <nu, G> + rho/2 ||G||^2`` (optionally recording terms)."""
+        def functional(g: tf.Tensor, grad: list[tf.Tensor]) -> tf.Tensor:
+            f = f_fn()
+            nu_term = autodiff.dot(self.nu, grad)
+            penalty = 0.5 * self.rho * autodiff.squared_norm(grad)
+            if record is not None:
+                record.update(f=f, nu_term=nu_term, penalty=penalty)
+            return f + nu_term + penalty
+        return functional
+
+    def _lower_gradient(self, result: autodiff.SecondOrderResult, grads_v: list[tf.Tensor]):
+        """``grad_v h_lower = grad_v h_upper + lambda G`` (d(lambda g)/dv = lambda G)."""
+        return [gv + self.lamb * gr for gv, gr in zip(grads_v, result.lower_grad)]
+
+    def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
+        f_fn, g_fn = self._bind(batch)
+        u, v = self.upper.variables, self.lower.variables
+        check = self.monitor.check
+
+        def lower_step(k, status):
+            r = autodiff.gradient_of_gradient_functional(g_fn, v, self._penalty_terms(f_fn), v)
+            grads = self._lower_gradient(r, r.grads)
+            status = check(status, self.checked_quantities[0], grads, k)
+            self.lower.apply(grads)
+            return status
+
+        status = self._loop(lower_steps, lower_step, self.monitor.initial())
+
+        r = autodiff.gradient_of_gradient_functional(g_fn, v, self._penalty_terms(f_fn), u)
+        status = check(status, self.checked_quantities[1], r.grads, lower_steps)
+        self.upper.apply(r.grads)
+
+        # Tolerance test at the new point, same batch: one pass gives grad_u and grad_v.
+        terms: dict[str, tf.Tensor] = {}
+        r = autodiff.gradient_of_gradient_functional(g_fn, v, self._penalty_terms(f_fn, terms), u + v)
+        grad_u, grad_v_lower = r.grads[:len(u)], self._lower_gradient(r, r.grads[len(u):])
+        hu = autodiff.squared_norm(grad_u)
+        hv = autodiff.squared_norm(grad_v_lower)
+        status = check(status, "f", [terms["f"]], lower_steps)
+        status = check(status, "g", [r.lower_value], lower_steps)
+        status = check(status, self.checked_quantities[4], [hu, hv], lower_steps)
+        converged = hu * hu + hv * hv < self.eps * self.eps   # quirk: fourth powers of norms
+
+        out = {"f": terms["f"], "g": r.lower_value, "penalty": terms["penalty"],
+               "nu_term": terms["nu_term"], "lamb_g": self.lamb * r.lower_value,
+               "hu": hu, "hv": hv, "converged": converged}
+        out["h_upper"] = out["f"] + out["nu_term"] + out["penalty"]
+        out["h_lower"] = out["h_upper"] + out["lamb_g"]
+        self._advance_schedule(converged, r.lower_grad)
+        out.update(rho=self.rho.read_value(), lamb=self.lamb.read_value(),
+                   eps=self.eps.read_value(), status=status)
+        return out
+
+    def _advance_schedule(self, converged: tf.Tensor, grad: list[tf.Tensor]) -> None:
+        """On convergence: rho, lambda, eps scaled; then nu += rho_new G; then lrs decayed."""
+        s = self.schedule
+
+        def scaled(var, factor):
+            return tf.where(converged, var * factor, var)
+
+        rho_new = scaled(self.rho, s.c_rho)
+        self.rho.assign(rho_new)
+        self.lamb.assign(scaled(self.lamb, s.c_lamb))
+        self.eps.assign(scaled(self.eps, s.c_eps))
+        for nu, gr in zip(self.nu, grad):          # uses the new rho (original's order)
+            nu.assign(tf.where(converged, nu + rho_new * gr, nu))
+        decay = tf.where(converged, tf.constant(s.lr_decay, tf.float32), 1.0)
+        self.upper.scale_learning_rates(decay)
+        self.lower.scale_learning_rates(decay)

@@ -1,0 +1,107 @@
+"""RMD: reverse-mode differentiation through T plain gradient steps on the lower level.
+
+Forward: ``v_t = clip(v_{t-1} - lr_v grad_v g(u, v_{t-1}))`` for t = 1 … T, storing every
+iterate. Then, at ``v_T``, ``p = grad_u f`` and ``q = grad_v f``, and the reverse pass
+
+    p <- p - lr_v H_uv(u, v_s) q
+    q <- q - lr_v H_vv(u, v_s) q
+
+over stored iterates, newest first, gives the hypergradient p; finally
+``u <- clip(u - lr_u p)`` with plain gradient descent (REFERENCE.md §1.8).
+
+Faithful quirk (the original's loop indexing): its storage slot t holds v_{t+1} and the
+reverse loop runs over slots T-2 … 0, i.e. iterates v_{T-1} … v_1. The Jacobian of the
+first step (at v_0, never stored) is omitted, so **with T = 1 the reverse pass is empty
+and RMD is plain gradient descent on f w.r.t. u**. ``exact=True`` includes the first step
+(iterates v_{T-1} … v_0), which is the textbook reverse-mode hypergradient.
+
+All iterates are kept (memory grows linearly with T, the cost the paper compares
+against); the original preallocated 50 slots (T <= 50), here T is unbounded.
+Unlike the other solvers RMD uses no optimizer: both levels take plain gradient steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import tensorflow as tf
+
+from penalty_tf import autodiff
+from penalty_tf.solvers.base import Bounds, BilevelSolver, Level, Loss, VariableSpec
+
+
+class RMD(BilevelSolver):
+    """Reverse-mode differentiation through plain gradient descent on g.
+
+    Args:
+      upper_lr, lower_lr: the plain gradient step sizes lr_u and lr_v.
+      exact: include the first step's Jacobian (off by default: the original omits it).
+      Other arguments as for `Penalty`.
+    """
+
+    checked_quantities = ("the gradient of g w.r.t. the lower variables",
+                          "the reverse-mode hypergradient", "f", "g")
+
+    def __init__(self, upper_loss: Loss, lower_loss: Loss, upper_vars: VariableSpec,
+                 lower_vars: VariableSpec, *, upper_lr: float = 1e-3, lower_lr: float = 1e-4,
+                 exact: bool = False, upper_bounds: Bounds = None, lower_bounds: Bounds = None,
+                 lower_initializer: Callable[[], None] | None = None,
+                 jit_compile: bool = False, check_finite: bool = True):
+        self.upper = Level(upper_vars, None, upper_bounds, "upper_vars")
+        self.lower = Level(lower_vars, None, lower_bounds, "lower_vars")
+        self.upper_lr = tf.Variable(upper_lr, dtype=tf.float32, trainable=False, name="lr_u")
+        self.lower_lr = tf.Variable(lower_lr, dtype=tf.float32, trainable=False, name="lr_v")
+        self.exact = exact
+        super().__init__(upper_loss, lower_loss, lower_initializer=lower_initializer,
+                         jit_compile=jit_compile, check_finite=check_finite)
+
+    def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
+        f_fn, g_fn = self._bind(batch)
+        u, v = self.upper.variables, self.lower.variables
+        check, names = self.monitor.check, self.checked_quantities
+        lr_v = self.lower_lr.read_value()
+
+        # Forward pass; iterates[k] holds v after k steps (index 0 = v_0).
+        iterates = [tf.TensorArray(x.dtype, size=lower_steps + 1, element_shape=x.shape)
+                    .write(0, x.read_value()) for x in v]
+
+        def forward_step(k, state):
+            status, *arrays = state
+            _, grads = autodiff.gradient(g_fn, v)
+            status = check(status, names[0], grads, k)
+            self.lower.assign_sub([lr_v * gr for gr in grads])
+            arrays = [a.write(k + 1, x.read_value()) for a, x in zip(arrays, v)]
+            return (status, *arrays)
+
+        status, *iterates = self._loop(lower_steps, forward_step,
+                                       (self.monitor.initial(), *iterates))
+
+        _, grads = autodiff.gradient(f_fn, u + v)
+        p, q = grads[:len(u)], grads[len(u):]
+
+        # Reverse pass over v_{T-1} … v_1 (faithful) or … v_0 (exact).
+        first = tf.constant(0 if self.exact else 1, tf.int32)
+
+        def reverse_step(k, state):
+            p_, q_ = list(state[:len(u)]), list(state[len(u):])
+            index = lower_steps - 1 - k
+            for x, a in zip(v, iterates):
+                x.assign(a.read(index))
+            h_uv_q, h_vv_q = autodiff.hvp_and_mixed_vp(g_fn, u, v, q_)
+            p_ = [a - lr_v * b for a, b in zip(p_, h_uv_q)]
+            q_ = [a - lr_v * b for a, b in zip(q_, h_vv_q)]
+            return (*p_, *q_)
+
+        n_reverse = tf.maximum(lower_steps - first, 0)
+        state = self._loop(n_reverse, reverse_step, (*p, *q))
+        state = state if isinstance(state, tuple) else (state,)
+        p = list(state[:len(u)])
+        for x, a in zip(v, iterates):
+            x.assign(a.read(lower_steps))
+
+        status = check(status, names[1], p, lower_steps)
+        self.upper.assign_sub([self.upper_lr * x for x in p])
+        f, g = f_fn(), g_fn()
+        status = check(status, "f", [f], lower_steps)
+        status = check(status, "g", [g], lower_steps)
+        return {"f": f, "g": g, "status": status}
