@@ -54,38 +54,44 @@ def gradient(loss_fn: Callable[[], tf.Tensor], variables: Variables) -> tuple[tf
 
 
 class SecondOrderResult(NamedTuple):
-    """What `gradient_of_gradient_functional` computes in one nested-tape pass.
+    """What `gradient_plus_hvp` computes in one nested-tape pass, all at the same point.
 
-    ``value`` is Phi, ``grads`` = d Phi / d wrt, ``lower_value`` = g and ``lower_grad`` =
-    G = grad_v g, all at the same point.
+    ``grads`` = ``grad_wrt f + H_{wrt,v} w``; ``upper_value`` = f (None when no f was
+    given); ``lower_value`` = g; ``lower_grad`` = G = grad_v g.
     """
 
-    value: tf.Tensor
     grads: list[tf.Tensor]
+    upper_value: tf.Tensor | None
     lower_value: tf.Tensor
     lower_grad: list[tf.Tensor]
 
 
-def gradient_of_gradient_functional(
+def gradient_plus_hvp(
+    upper_loss: Callable[[], tf.Tensor] | None,
     lower_loss: Callable[[], tf.Tensor],
     lower_vars: Variables,
-    functional: Callable[[tf.Tensor, list[tf.Tensor]], tf.Tensor],
+    direction: Callable[[list[tf.Tensor]], Tensors] | Tensors,
     wrt: Variables,
 ) -> SecondOrderResult:
-    """Differentiate a functional of the lower-level gradient.
+    """Return ``grad_wrt f + H_{wrt,v} w`` with ``w = direction(G)`` held constant.
 
-    Computes ``G = grad_v g`` on an inner tape and ``Phi = functional(g, G)`` (which may
-    also evaluate other losses, e.g. the upper-level f) on an outer tape, and returns
-    ``d Phi / d wrt`` together with Phi, g and G. For example with
-    ``Phi = f + <nu, G> + rho/2 ||G||^2`` the result is
-    ``grad f + H_{wrt,v} (nu + rho G)``: the gradient of the penalty function, obtained
-    with one forward pass of g, one backward pass (for G) and one double-backward pass.
+    ``H_{wrt,v} w = grad_wrt <grad_v g, w>`` is a Hessian-vector product when ``wrt`` is v
+    and the mixed product ``H_uv w`` when ``wrt`` is u (``wrt`` may hold both). The inner
+    tape gives ``G = grad_v g``; the outer tape then runs ONE backward pass over f and G
+    with output gradients ``[1, w]``, i.e. the vector-Jacobian product of ``(f, G)``. Every
+    second-order step direction of the solvers has this form:
+
+    * Penalty: ``w = nu + rho G`` gives ``grad f + H (nu + rho G)``, the gradient of
+      ``f + <nu, G> + rho/2 ||G||^2``;
+    * ApproxGrad: ``w = -p`` gives ``grad_u f - H_uv p``, the surrogate hypergradient;
+    * Hessian-vector products: no f, fixed ``w = q``.
 
     Args:
-      lower_loss: zero-argument callable returning the scalar g.
-      lower_vars: the variables v that G is taken with respect to.
-      functional: ``(g, G) -> scalar``; called inside the outer tape.
-      wrt: variables to differentiate Phi with respect to (any of u and v).
+      upper_loss: zero-argument callable returning f, or None for ``f = 0``.
+      lower_loss: zero-argument callable returning g.
+      lower_vars: the variables v of ``G = grad_v g``.
+      direction: ``w`` (shaped like v), or a callable computing it from G.
+      wrt: variables to differentiate with respect to (any of u and v).
     """
     with tf.GradientTape(watch_accessed_variables=False) as outer:
         outer.watch(wrt)
@@ -93,31 +99,30 @@ def gradient_of_gradient_functional(
             inner.watch(lower_vars)
             lower_value = lower_loss()
         lower_grad = zeros_for_missing(inner.gradient(lower_value, lower_vars), lower_vars)
-        value = functional(lower_value, lower_grad)
-    grads = zeros_for_missing(outer.gradient(value, wrt), wrt)
-    return SecondOrderResult(value, grads, lower_value, lower_grad)
+        upper_value = upper_loss() if upper_loss is not None else None
+    w = direction(lower_grad) if callable(direction) else direction
+    w = [tf.stop_gradient(x) for x in w]
+    targets, weights = list(lower_grad), w
+    if upper_value is not None:
+        targets, weights = [upper_value] + targets, [tf.ones_like(upper_value)] + w
+    grads = zeros_for_missing(outer.gradient(targets, wrt, output_gradients=weights), wrt)
+    return SecondOrderResult(grads, upper_value, lower_value, lower_grad)
 
 
 def hvp(loss_fn: Callable[[], tf.Tensor], variables: Variables, vectors: Tensors) -> list[tf.Tensor]:
     """Hessian-vector product ``H q = grad_v <grad_v l, q>`` with q held constant."""
-    vectors = [tf.stop_gradient(q) for q in vectors]
-    return gradient_of_gradient_functional(
-        loss_fn, variables, lambda _, grad: dot(grad, vectors), variables).grads
+    return gradient_plus_hvp(None, loss_fn, variables, vectors, variables).grads
 
 
 def mixed_vp(loss_fn: Callable[[], tf.Tensor], upper_vars: Variables, lower_vars: Variables,
              vectors: Tensors) -> list[tf.Tensor]:
     """Mixed product ``H_uv q = grad_u <grad_v l, q>`` with q (shaped like v) held constant."""
-    vectors = [tf.stop_gradient(q) for q in vectors]
-    return gradient_of_gradient_functional(
-        loss_fn, lower_vars, lambda _, grad: dot(grad, vectors), upper_vars).grads
+    return gradient_plus_hvp(None, loss_fn, lower_vars, vectors, upper_vars).grads
 
 
 def hvp_and_mixed_vp(loss_fn: Callable[[], tf.Tensor], upper_vars: Variables,
                      lower_vars: Variables, vectors: Tensors) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
     """Return ``(H_uv q, H_vv q)`` from one nested-tape pass (one double-backward)."""
-    vectors = [tf.stop_gradient(q) for q in vectors]
     upper_vars, lower_vars = list(upper_vars), list(lower_vars)
-    grads = gradient_of_gradient_functional(
-        loss_fn, lower_vars, lambda _, grad: dot(grad, vectors), upper_vars + lower_vars).grads
+    grads = gradient_plus_hvp(None, loss_fn, lower_vars, vectors, upper_vars + lower_vars).grads
     return grads[:len(upper_vars)], grads[len(upper_vars):]

@@ -79,24 +79,32 @@ class ApproxGrad(BilevelSolver):
         super().__init__(upper_loss, lower_loss, lower_initializer=lower_initializer,
                          jit_compile=jit_compile, check_finite=check_finite)
 
-    def step(self, batch: Any = None, lower_steps: int = 1,
-             linear_steps: int | None = None) -> dict[str, tf.Tensor]:
-        """``lower_steps`` v-steps, ``linear_steps`` (default: lower_steps) p-steps, one u-step."""
-        linear_steps = lower_steps if linear_steps is None else int(linear_steps)
+    def _counts(self, lower_steps: int, linear_steps: int | None = None) -> tuple[int, ...]:
+        """``step(batch, lower_steps=T, linear_steps=None)``: T v-steps, ``linear_steps``
+        (default T; plus one with ``extra_linear_step``) p-steps, one u-step."""
+        linear_steps = int(lower_steps) if linear_steps is None else int(linear_steps)
         if linear_steps < 0:
             raise ValueError(f"linear_steps must be >= 0, got {linear_steps}")
-        return self._run(batch, lower_steps, linear_steps + int(self.extra_linear_step))
+        return int(lower_steps), linear_steps + int(self.extra_linear_step)
 
-    def reset_linear_system(self) -> None:
-        """p back to zero (the original never does this; offered for users)."""
+    def levels(self):
+        return [self.upper, self.lower, self.linear]
+
+    def reset(self) -> None:
+        """Learning rates back to their initial values and p back to zero.
+
+        The original never resets p during a run (warm start); it is re-initialised only
+        when a driver re-initialises all variables (a new synthetic trial).
+        """
+        super().reset()
         for p in self.linear.variables:
             p.assign(tf.zeros_like(p))
 
     def set_learning_rates(self, upper=None, lower=None, linear=None) -> None:
-        """Assign learning rates (the drivers' halving schedules); None leaves one unchanged."""
-        for level, value in ((self.upper, upper), (self.lower, lower), (self.linear, linear)):
-            if value is not None:
-                level.set_learning_rates(value)
+        """As `BilevelSolver.set_learning_rates`, plus ``linear`` for the p optimizer(s)."""
+        super().set_learning_rates(upper, lower)
+        if linear is not None:
+            self.linear.set_learning_rates(linear)
 
     # -- maths ---------------------------------------------------------------------------
     def _residual(self, g_fn, f_v):
@@ -110,18 +118,15 @@ class ApproxGrad(BilevelSolver):
         return [upper_group] if upper_group < len(self.lower.groups) else []
 
     def _surrogate_gradient(self, f_fn, g_fn) -> list[tf.Tensor]:
-        """``grad_u [f - <G_S, p_S>]`` per upper group, S = its correction groups."""
+        """``grad_u [f - <G_S, p_S>] = grad_u f - H_{u v_S} p_S`` per upper group, S = its
+        correction groups (p held constant)."""
         grads = []
         lower_p = self.linear.split(self.linear.variables)
         for i, group in enumerate(self.upper.groups):
             chosen = self._correction_groups(i)
-            p_sel = [tf.stop_gradient(p) if j in chosen else tf.zeros_like(p)
-                     for j in range(len(self.lower.groups)) for p in lower_p[j]]
-
-            def surrogate(_, grad, p_sel=p_sel):
-                return f_fn() - autodiff.dot(grad, p_sel)
-            grads += autodiff.gradient_of_gradient_functional(
-                g_fn, self.lower.variables, surrogate, group).grads
+            minus_p = [-p if j in chosen else tf.zeros_like(p)
+                       for j in range(len(self.lower.groups)) for p in lower_p[j]]
+            grads += autodiff.gradient_plus_hvp(f_fn, g_fn, self.lower.variables, minus_p, group).grads
         return grads
 
     def _iteration(self, batch: Any, lower_steps: tf.Tensor,

@@ -158,9 +158,8 @@ class Level:
     def learning_rates(self) -> list[float]:
         return [float(opt.learning_rate.numpy()) for opt in self.optimizers]
 
-    def reset(self) -> None:
-        """Learning rates back to their initial values and optimizer state zeroed."""
-        self.set_learning_rates(self.initial_lrs)
+    def reset_optimizer_state(self) -> None:
+        """Zero the moments and step counters of this level's optimizers (lrs unchanged)."""
         for opt in self.optimizers:
             reset_optimizer_state(opt)
 
@@ -219,32 +218,104 @@ class BilevelSolver:
         self.monitor = FiniteMonitor(self.checked_quantities, check_finite)
         self.iteration = 0
         self._compiled = tf.function(self._iteration, jit_compile=jit_compile, autograph=False)
+        self._compiled_many = tf.function(self._many, jit_compile=jit_compile, autograph=False)
 
     # -- public API -------------------------------------------------------------------
-    def step(self, batch: Any = None, lower_steps: int = 1) -> dict[str, tf.Tensor]:
+    def step(self, batch: Any = None, lower_steps: int = 1, **counts: int) -> dict[str, tf.Tensor]:
         """One upper-level iteration (one graph call); returns a dict of scalar tensors.
 
         Raises `NonFiniteError` naming the iteration, the lower step and the quantity if a
         loss or gradient became NaN or infinite (unless ``check_finite=False``).
         """
-        return self._run(batch, lower_steps)
+        out = self._compiled(batch, *self._count_tensors(lower_steps, **counts))
+        self._raise_if_failed(out, 0)
+        self.iteration += 1
+        return out
 
-    def _run(self, batch: Any, lower_steps: int, *counts: int) -> dict[str, tf.Tensor]:
-        """Call the compiled iteration with step counts as int32 tensors (no retracing)."""
+    def steps(self, batch: Any = None, iterations: int = 1, lower_steps: int = 1,
+              **counts: int) -> dict[str, tf.Tensor]:
+        """``iterations`` upper-level iterations on the same batch in ONE graph call.
+
+        For full-batch problems (synthetic, poisoning) this removes the per-call host
+        overhead; the result is identical to calling `step` ``iterations`` times. Returns
+        the last iteration's outputs. Stops early and raises `NonFiniteError` on NaN/Inf.
+        """
+        if int(iterations) < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        out = self._compiled_many(batch, tf.constant(int(iterations), tf.int32),
+                                  *self._count_tensors(lower_steps, **counts))
+        self._raise_if_failed(out, int(out["failed_iteration"]))
+        self.iteration += int(iterations)
+        return out
+
+    def _counts(self, lower_steps: int) -> tuple[int, ...]:
+        """The loop counts passed to `_iteration` (subclasses add their own)."""
+        return (int(lower_steps),)
+
+    def _count_tensors(self, lower_steps: int, **counts: int) -> tuple[tf.Tensor, ...]:
         if int(lower_steps) < 1:
             raise ValueError(f"lower_steps must be >= 1, got {lower_steps}")
-        out = self._compiled(batch, *(tf.constant(int(n), tf.int32) for n in (lower_steps, *counts)))
-        self.iteration += 1
-        if self.check_finite:
-            status = int(out["status"])
-            if status != 0:
-                name, lower_step = self.monitor.describe(status)
-                raise NonFiniteError(
-                    f"{type(self).__name__}: {name} is not finite (NaN or Inf) at upper "
-                    f"iteration {self.iteration - 1}, lower step {lower_step}. The solver stopped; "
-                    "the variables now hold non-finite values, so restart from the last "
-                    "checkpoint, e.g. with smaller learning rates.")
-        return out
+        values = self._counts(lower_steps, **counts)
+        cache = self.__dict__.setdefault("_constants", {})
+        if values not in cache:  # reuse the int32 tensors: creating one costs a host op
+            cache[values] = tuple(tf.constant(n, tf.int32) for n in values)
+        return cache[values]
+
+    def _raise_if_failed(self, out: Mapping[str, tf.Tensor], iteration_offset: int) -> None:
+        if not self.check_finite:
+            return
+        status = int(out["status"])
+        if status != 0:
+            name, lower_step = self.monitor.describe(status)
+            raise NonFiniteError(
+                f"{type(self).__name__}: {name} is not finite (NaN or Inf) at upper "
+                f"iteration {self.iteration + max(iteration_offset, 0)}, lower step {lower_step}. "
+                "The solver stopped; the variables now hold non-finite values, so restart "
+                "from the last checkpoint, e.g. with smaller learning rates.")
+
+    def _many(self, batch: Any, iterations: tf.Tensor, *counts: tf.Tensor) -> dict[str, tf.Tensor]:
+        """``iterations`` calls of `_iteration` in one while loop; stops at the first failure."""
+        first = self._iteration(batch, *counts)
+        failed = tf.where(first["status"] != 0, 0, -1)
+
+        def cond(i, out, failed_at):
+            return tf.logical_and(i < iterations, failed_at < 0)
+
+        def body(i, out, failed_at):
+            new = self._iteration(batch, *counts)
+            failed_at = tf.where(new["status"] != 0, i, failed_at)
+            return i + 1, new, failed_at
+
+        _, out, failed = tf.while_loop(cond, body, (tf.constant(1, tf.int32), first, failed))
+        return dict(out, failed_iteration=failed)
+
+    def levels(self) -> list[Level]:
+        """Every `Level` whose optimizers the solver steps (u, v, and p for ApproxGrad)."""
+        return [self.upper, self.lower]
+
+    def set_learning_rates(self, upper: float | Sequence[float] | None = None,
+                           lower: float | Sequence[float] | None = None) -> None:
+        """Assign learning rates (e.g. a driver's halving schedule); None leaves one as is."""
+        for level, value in ((self.upper, upper), (self.lower, lower)):
+            if value is not None:
+                level.set_learning_rates(value)
+
+    def reset(self) -> None:
+        """Solver state back to its start: learning rates (and, in subclasses, the penalty
+        state or the linear-system vector). Optimizer moments are kept, as in the original;
+        see `reset_optimizers` and `restart`."""
+        for level in self.levels():
+            level.set_learning_rates(level.initial_lrs)
+
+    def reset_optimizers(self) -> None:
+        """Zero every optimizer's moments and step counter (learning rates unchanged)."""
+        for level in self.levels():
+            level.reset_optimizer_state()
+
+    def restart(self) -> None:
+        """`reset` and `reset_optimizers`: a fresh solver on the current variable values."""
+        self.reset()
+        self.reset_optimizers()
 
     def reset_lower(self) -> None:
         """Re-initialise v (the original's ``reset_lower_level``).
@@ -258,8 +329,9 @@ class BilevelSolver:
             restore(self.lower.variables, self._lower_init_values)
 
     def tracing_count(self) -> int:
-        """How often the step function has been traced (1 after the first call)."""
-        return self._compiled.experimental_get_tracing_count()
+        """How often the compiled functions have been traced (1 after the first `step`)."""
+        return (self._compiled.experimental_get_tracing_count()
+                + self._compiled_many.experimental_get_tracing_count())
 
     # -- helpers for subclasses -------------------------------------------------------
     def _bind(self, batch: Any) -> tuple[Callable[[], tf.Tensor], Callable[[], tf.Tensor]]:

@@ -130,23 +130,15 @@ class Penalty(BilevelSolver):
         """rho, lambda, eps, nu and learning rates back to their initial values.
 
         As the original's ``reset_penalty_parameters``: Adam moments are kept; call
-        `reset_optimizers` to zero them too.
+        `reset_optimizers` (or `restart`) to zero them too.
         """
+        super().reset()
         s = self.schedule
         self.rho.assign(s.rho0)
         self.lamb.assign(s.lamb0)
         self.eps.assign(s.eps0)
         for nu in self.nu:
             nu.assign(tf.fill(nu.shape, tf.cast(s.nu0, nu.dtype)))
-        self.upper.set_learning_rates(self.upper.initial_lrs)
-        self.lower.set_learning_rates(self.lower.initial_lrs)
-
-    def reset_optimizers(self) -> None:
-        """Zero the Adam moments and step counters of both levels (learning rates unchanged)."""
-        for level in (self.upper, self.lower):
-            lrs = level.learning_rates()
-            level.reset()
-            level.set_learning_rates(lrs)
 
     def state(self) -> dict[str, float]:
         """Current rho, lambda, eps and learning rates as Python floats."""
@@ -155,52 +147,72 @@ class Penalty(BilevelSolver):
                 "lr_lower": self.lower.learning_rates()}
 
     # -- the compiled iteration --------------------------------------------------------
-    def _penalty_terms(self, f_fn: Callable[[], tf.Tensor], record: dict | None = None):
-        """``(g, G) -> h_upper = f + <nu, G> + rho/2 ||G||^2`` (optionally recording terms)."""
-        def functional(g: tf.Tensor, grad: list[tf.Tensor]) -> tf.Tensor:
-            f = f_fn()
-            nu_term = autodiff.dot(self.nu, grad)
-            penalty = 0.5 * self.rho * autodiff.squared_norm(grad)
-            if record is not None:
-                record.update(f=f, nu_term=nu_term, penalty=penalty)
-            return f + nu_term + penalty
-        return functional
+    def _state(self) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        """rho, lambda and nu, read once per iteration (they change only at its end)."""
+        return self.rho.read_value(), self.lamb.read_value(), [nu.read_value() for nu in self.nu]
 
-    def _lower_gradient(self, result: autodiff.SecondOrderResult, grads_v: list[tf.Tensor]):
+    @staticmethod
+    def _directions(f_fn, g_fn, v, wrt, rho, lamb, nu):
+        """One nested-tape pass at the current point.
+
+        Returns ``grad_wrt h_upper = grad f + H_{wrt,v} (nu + rho G)`` and the pass result
+        (f, g, G). ``h_upper = f + <nu, G> + rho/2 ||G||^2`` has exactly this gradient.
+        """
+        r = autodiff.gradient_plus_hvp(f_fn, g_fn, v, lambda grad: [n + rho * gr for n, gr in zip(nu, grad)],
+                                       wrt)
+        return r.grads, r
+
+    @staticmethod
+    def _add_lambda_g(grads_v: list[tf.Tensor], lower_grad: list[tf.Tensor], lamb: tf.Tensor):
         """``grad_v h_lower = grad_v h_upper + lambda G`` (d(lambda g)/dv = lambda G)."""
-        return [gv + self.lamb * gr for gv, gr in zip(grads_v, result.lower_grad)]
+        return [gv + lamb * gr for gv, gr in zip(grads_v, lower_grad)]
+
+    def _both_gradients(self, f_fn, g_fn, rho, lamb, nu):
+        """``(grad_u h_upper, grad_v h_lower, pass result)`` from one nested-tape pass."""
+        u, v = self.upper.variables, self.lower.variables
+        grads, r = self._directions(f_fn, g_fn, v, u + v, rho, lamb, nu)
+        return grads[:len(u)], self._add_lambda_g(grads[len(u):], r.lower_grad, lamb), r
+
+    def gradients(self, batch: Any = None) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+        """The step directions at the current point: ``(grad_u h_upper, grad_v h_lower)``.
+
+        At a minimiser of h_lower in v, ``grad_u h_upper`` approaches the exact hypergradient
+        ``f_u - g_uv g_vv^{-1} f_v`` as rho grows (the paper's Lemma 3).
+        """
+        grad_u, grad_v, _ = self._both_gradients(*self._bind(batch), *self._state())
+        return grad_u, grad_v
 
     def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         f_fn, g_fn = self._bind(batch)
         u, v = self.upper.variables, self.lower.variables
-        check = self.monitor.check
+        check, names = self.monitor.check, self.checked_quantities
+        rho, lamb, nu = self._state()
 
         def lower_step(k, status):
-            r = autodiff.gradient_of_gradient_functional(g_fn, v, self._penalty_terms(f_fn), v)
-            grads = self._lower_gradient(r, r.grads)
-            status = check(status, self.checked_quantities[0], grads, k)
+            grads, r = self._directions(f_fn, g_fn, v, v, rho, lamb, nu)
+            grads = self._add_lambda_g(grads, r.lower_grad, lamb)
+            status = check(status, names[0], grads, k)
             self.lower.apply(grads)
             return status
 
         status = self._loop(lower_steps, lower_step, self.monitor.initial())
 
-        r = autodiff.gradient_of_gradient_functional(g_fn, v, self._penalty_terms(f_fn), u)
-        status = check(status, self.checked_quantities[1], r.grads, lower_steps)
-        self.upper.apply(r.grads)
+        grads, _ = self._directions(f_fn, g_fn, v, u, rho, lamb, nu)
+        status = check(status, names[1], grads, lower_steps)
+        self.upper.apply(grads)
 
-        # Tolerance test at the new point, same batch: one pass gives grad_u and grad_v.
-        terms: dict[str, tf.Tensor] = {}
-        r = autodiff.gradient_of_gradient_functional(g_fn, v, self._penalty_terms(f_fn, terms), u + v)
-        grad_u, grad_v_lower = r.grads[:len(u)], self._lower_gradient(r, r.grads[len(u):])
+        # Tolerance test at the new point, same batch.
+        grad_u, grad_v_lower, r = self._both_gradients(f_fn, g_fn, rho, lamb, nu)
         hu = autodiff.squared_norm(grad_u)
         hv = autodiff.squared_norm(grad_v_lower)
-        status = check(status, "f", [terms["f"]], lower_steps)
-        status = check(status, "g", [r.lower_value], lower_steps)
-        status = check(status, self.checked_quantities[4], [hu, hv], lower_steps)
+        f, g = r.upper_value, r.lower_value
+        status = check(status, "f", [f], lower_steps)
+        status = check(status, "g", [g], lower_steps)
+        status = check(status, names[4], [hu, hv], lower_steps)
         converged = hu * hu + hv * hv < self.eps * self.eps   # quirk: fourth powers of norms
 
-        out = {"f": terms["f"], "g": r.lower_value, "penalty": terms["penalty"],
-               "nu_term": terms["nu_term"], "lamb_g": self.lamb * r.lower_value,
+        out = {"f": f, "g": g, "penalty": 0.5 * rho * autodiff.squared_norm(r.lower_grad),
+               "nu_term": autodiff.dot(nu, r.lower_grad), "lamb_g": lamb * g,
                "hu": hu, "hv": hv, "converged": converged}
         out["h_upper"] = out["f"] + out["nu_term"] + out["penalty"]
         out["h_lower"] = out["h_upper"] + out["lamb_g"]
