@@ -154,13 +154,13 @@ class ApproxGrad(BilevelSolver):
 
         status = self._loop(linear_steps, linear_step, status)
         grads_u = self._surrogate_gradient(f_fn, g_fn)
-        status = check(status, names[2], grads_u, lower_steps)
+        status = check(status, names[2], grads_u)
         self.upper.apply(grads_u)
 
         f, f_v = autodiff.gradient(f_fn, v)
         g = g_fn()
         h = autodiff.squared_norm(self._residual(g_fn, f_v))
-        status = check(status, "f", [f], lower_steps)
-        status = check(status, "g", [g], lower_steps)
-        status = check(status, "h", [h], lower_steps)
+        status = check(status, "f", [f])
+        status = check(status, "g", [g])
+        status = check(status, "h", [h])
         return {"f": f, "g": g, "h": h, "status": status}

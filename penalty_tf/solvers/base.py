@@ -34,6 +34,8 @@ TF1_ADAM_EPSILON = 1e-8
 
 #: A status code packs (quantity index, lower step) as ``index * STATUS_STRIDE + step``.
 STATUS_STRIDE = 1_000_000
+#: The "lower step" of quantities computed after the lower loop (upper step, final f, g).
+AFTER_LOWER_LOOP = STATUS_STRIDE - 1
 
 
 class NonFiniteError(FloatingPointError):
@@ -179,16 +181,22 @@ class FiniteMonitor:
         return tf.constant(0, tf.int32)
 
     def check(self, status: tf.Tensor, name: str, tensors: Sequence[tf.Tensor],
-              lower_step: tf.Tensor | int = 0) -> tf.Tensor:
+              lower_step: tf.Tensor | None = None) -> tf.Tensor:
+        """Flag ``name`` if ``tensors`` are not all finite (``lower_step`` None: a quantity
+        computed after the lower loop)."""
         if not self.enabled:
             return status
-        code = (self.names.index(name) + 1) * STATUS_STRIDE + tf.cast(lower_step, tf.int32)
+        step = AFTER_LOWER_LOOP if lower_step is None else tf.cast(lower_step, tf.int32)
+        code = (self.names.index(name) + 1) * STATUS_STRIDE + step
         ok = autodiff.all_finite(tensors)
         return tf.where(tf.logical_or(status != 0, ok), status, code)
 
-    def describe(self, status: int) -> tuple[str, int]:
+    def describe(self, status: int) -> str:
+        """``"<quantity> ... lower step k"`` for a status code."""
         index, lower_step = divmod(int(status), STATUS_STRIDE)
-        return self.names[index - 1], lower_step
+        where = ("after the lower-level steps" if lower_step == AFTER_LOWER_LOOP
+                 else f"at lower step {lower_step}")
+        return f"{self.names[index - 1]} is not finite (NaN or Inf) {where}"
 
 
 class BilevelSolver:
@@ -266,12 +274,11 @@ class BilevelSolver:
             return
         status = int(out["status"])
         if status != 0:
-            name, lower_step = self.monitor.describe(status)
             raise NonFiniteError(
-                f"{type(self).__name__}: {name} is not finite (NaN or Inf) at upper "
-                f"iteration {self.iteration + max(iteration_offset, 0)}, lower step {lower_step}. "
-                "The solver stopped; the variables now hold non-finite values, so restart "
-                "from the last checkpoint, e.g. with smaller learning rates.")
+                f"{type(self).__name__}: {self.monitor.describe(status)} of upper iteration "
+                f"{self.iteration + max(iteration_offset, 0)} (counted from 0). The solver "
+                "stopped; the variables now hold non-finite values, so restart from the last "
+                "checkpoint, e.g. with smaller learning rates.")
 
     def _many(self, batch: Any, iterations: tf.Tensor, *counts: tf.Tensor) -> dict[str, tf.Tensor]:
         """``iterations`` calls of `_iteration` in one while loop; stops at the first failure."""

@@ -45,9 +45,9 @@ class GD(BilevelSolver):
 
         status = self._loop(lower_steps, lower_step, self.monitor.initial())
         _, grads = autodiff.gradient(f_fn, self.upper.variables)
-        status = check(status, names[1], grads, lower_steps)
+        status = check(status, names[1], grads)
         self.upper.apply(grads)
         f, g = f_fn(), g_fn()
-        status = check(status, "f", [f], lower_steps)
-        status = check(status, "g", [g], lower_steps)
+        status = check(status, "f", [f])
+        status = check(status, "g", [g])
         return {"f": f, "g": g, "status": status}

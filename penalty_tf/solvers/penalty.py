@@ -198,7 +198,7 @@ class Penalty(BilevelSolver):
         status = self._loop(lower_steps, lower_step, self.monitor.initial())
 
         grads, _ = self._directions(f_fn, g_fn, v, u, rho, lamb, nu)
-        status = check(status, names[1], grads, lower_steps)
+        status = check(status, names[1], grads)
         self.upper.apply(grads)
 
         # Tolerance test at the new point, same batch.
@@ -206,9 +206,9 @@ class Penalty(BilevelSolver):
         hu = autodiff.squared_norm(grad_u)
         hv = autodiff.squared_norm(grad_v_lower)
         f, g = r.upper_value, r.lower_value
-        status = check(status, "f", [f], lower_steps)
-        status = check(status, "g", [g], lower_steps)
-        status = check(status, names[4], [hu, hv], lower_steps)
+        status = check(status, "f", [f])
+        status = check(status, "g", [g])
+        status = check(status, names[4], [hu, hv])
         converged = hu * hu + hv * hv < self.eps * self.eps   # quirk: fourth powers of norms
 
         out = {"f": f, "g": g, "penalty": 0.5 * rho * autodiff.squared_norm(r.lower_grad),

@@ -99,9 +99,9 @@ class RMD(BilevelSolver):
         for x, a in zip(v, iterates):
             x.assign(a.read(lower_steps))
 
-        status = check(status, names[1], p, lower_steps)
+        status = check(status, names[1], p)
         self.upper.assign_sub([self.upper_lr * x for x in p])
         f, g = f_fn(), g_fn()
-        status = check(status, "f", [f], lower_steps)
-        status = check(status, "g", [g], lower_steps)
+        status = check(status, "f", [f])
+        status = check(status, "g", [g])
         return {"f": f, "g": g, "status": status}
