@@ -1,7 +1,43 @@
 """penalty-tf: bilevel optimisation by the penalty method in TensorFlow 2 / Keras 3.
 
 A port of the research code of Mehra & Hamm, "Penalty Method for Inversion-Free Deep
-Bilevel Optimization" (ACML 2021).
+Bilevel Optimization" (ACML 2021). A bilevel problem
+
+    min_u f(u, v*(u))   subject to   v*(u) = argmin_v g(u, v)
+
+is given as two callables ``upper_loss(batch) -> f`` and ``lower_loss(batch) -> g`` over
+Keras models / `tf.Variable`s; every solver exposes ``step(batch, lower_steps=T)``, one
+compiled upper-level iteration::
+
+    import penalty_tf as ptf
+    solver = ptf.Penalty(upper_loss, lower_loss, upper_vars=[u], lower_vars=model.trainable_variables,
+                         upper_optimizer=1e-3, lower_optimizer=1e-4)
+    for batch in data:
+        out = solver.step(batch, lower_steps=10)
 """
 
 __version__ = "0.1.0"
+
+# The public names are loaded on first use (PEP 562), so that light modules such as
+# `penalty_tf.experiment` and `penalty_tf.paper` import without TensorFlow.
+_LAZY = {
+    "gradient_plus_hvp": "penalty_tf.autodiff", "hvp": "penalty_tf.autodiff",
+    "hvp_and_mixed_vp": "penalty_tf.autodiff", "mixed_vp": "penalty_tf.autodiff",
+    "ApproxGrad": "penalty_tf.solvers", "BilevelSolver": "penalty_tf.solvers", "GD": "penalty_tf.solvers",
+    "NonFiniteError": "penalty_tf.solvers", "Penalty": "penalty_tf.solvers",
+    "PenaltySchedule": "penalty_tf.solvers", "RMD": "penalty_tf.solvers", "tf1_adam": "penalty_tf.solvers",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'penalty_tf' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -38,7 +38,7 @@ import dataclasses
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -128,30 +128,34 @@ def run_trial(solver, error: Callable[[], Any], lower_steps: int, epochs: int,
     return {name: np.array([float(x) for x in values]) for name, values in records.items()}, seconds
 
 
-def run_setting(example: str, method: str, lower_steps: int, args: argparse.Namespace,
-                problem, quiet: bool) -> dict[str, np.ndarray]:
-    """All trials of one (example, method, T); arrays shaped (records, trials) like the original."""
+def run_method(example: str, method: str, args: argparse.Namespace, problem,
+               todo: list[int]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """All trials of one (example, method) for each T in ``todo``: yields T and arrays
+    shaped (records, trials) like the original's files, as each T finishes. One solver serves every T and trial (T is
+    a tensor argument: no recompilation); each trial re-initialises u, v and the solver."""
     import tensorflow as tf
 
     solver = build_solver(method, problem, Settings(**_settings_kwargs(args)),
                           jit_compile=args.xla, check_finite=not args.no_check_finite)
     error = tf.function(problem.error, jit_compile=args.xla)
-    # Compile before timing (the original's TF1 graphs had no compile step); the trials
-    # below re-initialise the variables and the solver state.
-    solver.steps(None, 1, lower_steps)
+    # Compile before timing (the original's TF1 graphs had no compile step).
+    solver.steps(None, 1, 1)
     error()
     extras = ("ftilde", "rhos") if method == "penalty" else ()
     n_records = (args.epochs - 1) // args.record_every + 1
-    bar = experiment.progress(args.trials * n_records, quiet=quiet, unit_name="record")
-    trials = []
-    for trial in range(args.trials):
-        problem.initialize(_stream(args.seed, example, 1, trial), std=args.std)
-        solver.restart()
-        arrays, seconds = run_trial(solver, error, lower_steps, args.epochs, args.record_every,
-                                    extras, on_record=lambda _: bar.add(1))
-        arrays["ts"] = np.array(seconds)
-        trials.append(arrays)
-    return {name: np.stack([t[name] for t in trials], axis=-1) for name in trials[0]}
+    for lower_steps in todo:
+        if not args.quiet:
+            print(f"{example}/{method}/T{lower_steps}: {args.trials} trials x {args.epochs} iterations")
+        bar = experiment.progress(args.trials * n_records, quiet=args.quiet, unit_name="record")
+        trials = []
+        for trial in range(args.trials):
+            problem.initialize(_stream(args.seed, example, 1, trial), std=args.std)
+            solver.restart()
+            arrays, seconds = run_trial(solver, error, lower_steps, args.epochs, args.record_every,
+                                        extras, on_record=lambda _: bar.add(1))
+            arrays["ts"] = np.array(seconds)
+            trials.append(arrays)
+        yield lower_steps, {name: np.stack([t[name] for t in trials], axis=-1) for name in trials[0]}
 
 
 def summarize(arrays: dict[str, np.ndarray], epochs: int) -> dict[str, Any]:
@@ -265,15 +269,16 @@ def main(argv: list[str] | None = None) -> dict:
                                q=args.dim, r=args.dim)
         errs_by_setting = {}
         for method in methods:
-            for t in args.lower_steps:
-                key = f"{example}/{method}/T{t}"
-                arrays = _load_part(out, example, method, t, args) if args.resume else None
-                if arrays is None:
-                    if not args.quiet:
-                        print(f"{key}: {args.trials} trials x {args.epochs} iterations")
-                    arrays = run_setting(example, method, t, args, problem, args.quiet)
+            parts = {t: _load_part(out, example, method, t, args) if args.resume else None
+                     for t in args.lower_steps}
+            todo = [t for t, arrays in parts.items() if arrays is None]
+            if todo:
+                for t, arrays in run_method(example, method, args, problem, todo):
                     experiment.save_npz_atomic(_part_path(out, example, method, t),
                                                part_key=np.array(_part_key(args)), **arrays)
+                    parts[t] = arrays
+            for t in args.lower_steps:
+                key, arrays = f"{example}/{method}/T{t}", parts[t]
                 metrics[key] = summarize(arrays, args.epochs)
                 published[key] = paper.published_dict(table="Table 2", experiment="synthetic",
                                                       method=method, example=example, lower_steps=t)

@@ -59,6 +59,8 @@ class ApproxGrad(BilevelSolver):
                           "the gradient of the residual h w.r.t. p",
                           "the surrogate gradient w.r.t. the upper variables", "f", "g", "h")
 
+    outputs = {"f": tf.float32, "g": tf.float32, "h": tf.float32, "status": tf.int32}
+
     def __init__(self, upper_loss: Loss, lower_loss: Loss, upper_vars: VariableSpec,
                  lower_vars: VariableSpec, *, upper_optimizer: OptimizerSpec = 1e-3,
                  lower_optimizer: OptimizerSpec = 1e-4, linear_optimizer: OptimizerSpec = 1e-4,

@@ -209,6 +209,8 @@ class BilevelSolver:
 
     #: Names of the quantities a subclass checks for finiteness (used in error messages).
     checked_quantities: Sequence[str] = ()
+    #: The scalars `step` returns, with their dtypes.
+    outputs: Mapping[str, tf.DType] = {"f": tf.float32, "g": tf.float32, "status": tf.int32}
 
     #: Set by subclasses before calling ``super().__init__``.
     upper: Level
@@ -225,7 +227,7 @@ class BilevelSolver:
         self.check_finite = check_finite
         self.monitor = FiniteMonitor(self.checked_quantities, check_finite)
         self.iteration = 0
-        self._compiled = tf.function(self._iteration, jit_compile=jit_compile, autograph=False)
+        self._compiled = tf.function(self._typed_iteration, jit_compile=jit_compile, autograph=False)
         self._compiled_many = tf.function(self._many, jit_compile=jit_compile, autograph=False)
 
     # -- public API -------------------------------------------------------------------
@@ -280,20 +282,30 @@ class BilevelSolver:
                 "stopped; the variables now hold non-finite values, so restart from the last "
                 "checkpoint, e.g. with smaller learning rates.")
 
-    def _many(self, batch: Any, iterations: tf.Tensor, *counts: tf.Tensor) -> dict[str, tf.Tensor]:
-        """``iterations`` calls of `_iteration` in one while loop; stops at the first failure."""
-        first = self._iteration(batch, *counts)
-        failed = tf.where(first["status"] != 0, 0, -1)
+    def _typed_iteration(self, batch: Any, *counts: tf.Tensor) -> dict[str, tf.Tensor]:
+        """`_iteration` with its outputs checked against and cast to `outputs`."""
+        out = self._iteration(batch, *counts)
+        if set(out) != set(self.outputs):
+            raise TypeError(f"{type(self).__name__}._iteration returned {sorted(out)}, "
+                            f"declared outputs are {sorted(self.outputs)}")
+        return {k: tf.cast(v, self.outputs[k]) for k, v in out.items()}
 
+    def _many(self, batch: Any, iterations: tf.Tensor, *counts: tf.Tensor) -> dict[str, tf.Tensor]:
+        """``iterations`` calls of `_iteration` in one while loop; stops at the first failure.
+
+        The loop starts from zeros shaped like `outputs` so that `_iteration` is traced
+        (and compiled) once.
+        """
         def cond(i, out, failed_at):
             return tf.logical_and(i < iterations, failed_at < 0)
 
         def body(i, out, failed_at):
-            new = self._iteration(batch, *counts)
+            new = self._typed_iteration(batch, *counts)
             failed_at = tf.where(new["status"] != 0, i, failed_at)
             return i + 1, new, failed_at
 
-        _, out, failed = tf.while_loop(cond, body, (tf.constant(1, tf.int32), first, failed))
+        start = {k: tf.zeros([], dtype) for k, dtype in self.outputs.items()}
+        _, out, failed = tf.while_loop(cond, body, (tf.constant(0, tf.int32), start, tf.constant(-1)))
         return dict(out, failed_iteration=failed)
 
     def levels(self) -> list[Level]:

@@ -108,6 +108,10 @@ class Penalty(BilevelSolver):
                           "the gradient of h_upper w.r.t. the upper variables",
                           "f", "g", "the tolerance-test gradients")
 
+    outputs = {**{k: tf.float32 for k in ("f", "g", "penalty", "nu_term", "lamb_g", "hu", "hv",
+                                          "h_upper", "h_lower", "rho", "lamb", "eps")},
+               "converged": tf.bool, "status": tf.int32}
+
     def __init__(self, upper_loss: Loss, lower_loss: Loss, upper_vars: VariableSpec,
                  lower_vars: VariableSpec, *, upper_optimizer: OptimizerSpec = 1e-3,
                  lower_optimizer: OptimizerSpec = 1e-4,

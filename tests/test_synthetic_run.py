@@ -1,0 +1,100 @@
+"""The synthetic runner end to end, XLA equivalence, and the paper's Fig. 1 finding."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from synthetic import run
+
+TINY = ["--example", "SMD20", "SMD23", "--method", "all", "--lower-steps", "1", "3",
+        "--epochs", "41", "--trials", "2", "--record-every", "10", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    result = run.main(TINY + ["--out", str(out)])
+    return out, result
+
+
+def test_runner_writes_result_curves_and_plots(tiny_run):
+    out, result = tiny_run
+    on_disk = json.loads((out / "result.json").read_text())
+    assert on_disk == result
+    assert set(on_disk) == {"experiment", "method", "config", "metrics", "published",
+                            "wall_time_s", "versions"}
+    assert on_disk["experiment"] == "synthetic"
+    assert on_disk["config"]["epochs"] == 41 and on_disk["config"]["xla"] is True
+    keys = {f"{e}/{m}/T{t}" for e in ("SMD20", "SMD23") for m in run.METHODS for t in (1, 3)}
+    assert set(on_disk["metrics"]) == keys
+    for key, m in on_disk["metrics"].items():
+        assert m["trials"] == 2 and m["epochs"] == 41
+        assert 1.0 < m["initial_err_mean"] < 40.0, key        # Uniform[-5, 5]^40 start
+        assert np.isfinite(m["final_err_mean"]) and m["final_err_sd"] >= 0
+        assert m["seconds_per_1000_iterations"] > 0
+    # The paper's Table 2 time for the settings it has (T = 1 here), none for T = 3.
+    assert on_disk["published"]["SMD20/penalty/T1"]["mean"] == 17.2
+    assert on_disk["published"]["SMD20/penalty/T3"] == {}
+    with np.load(out / "curves.npz") as curves:
+        assert curves["SMD20_penalty_T3_errs"].shape == (5, 2)      # epochs 0, 10, ..., 40
+        assert curves["SMD20_penalty_T3_rhos"].shape == (5, 2)
+        assert curves["SMD23_gd_T1_ts"].shape == (2,)
+        errs = curves["SMD20_rmd_T1_errs"]
+        assert errs[0].mean() == pytest.approx(on_disk["metrics"]["SMD20/rmd/T1"]["initial_err_mean"])
+    for example in ("SMD20", "SMD23"):
+        png = (out / f"err_{example}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+def test_same_trial_starts_all_methods_at_the_same_point(tiny_run):
+    out, _ = tiny_run
+    with np.load(out / "curves.npz") as curves:
+        first = {m: curves[f"SMD23_{m}_T1_errs"][0] for m in run.METHODS}
+    # err is recorded after epoch 0's update: same start, one small step apart.
+    for m in run.METHODS:
+        np.testing.assert_allclose(first[m], first["penalty"], rtol=2e-2)
+
+
+def test_resume_reuses_finished_parts(tiny_run, tmp_path):
+    out, result = tiny_run
+    part = out / "parts" / "SMD20_penalty_T1.npz"
+    stamp = part.stat().st_mtime_ns
+    again = run.main(TINY + ["--out", str(out), "--resume"])
+    assert part.stat().st_mtime_ns == stamp
+    for key in result["metrics"]:
+        assert again["metrics"][key]["final_err_mean"] == result["metrics"][key]["final_err_mean"]
+    # A part made with other settings is not reused.
+    changed = run.main(["--example", "SMD20", "--method", "penalty", "--lower-steps", "1", "--epochs", "31",
+                        "--trials", "2", "--record-every", "10", "--quiet", "--out", str(out), "--resume"])
+    assert part.stat().st_mtime_ns != stamp
+    assert changed["metrics"]["SMD20/penalty/T1"]["epochs"] == 31
+
+
+def test_xla_gives_the_same_trajectories_as_graph_mode(tmp_path):
+    """Why XLA can be the default: same curves (float32 rounding aside)."""
+    args = ["--example", "SMD24", "--method", "all", "--lower-steps", "5", "--epochs", "301",
+            "--trials", "2", "--record-every", "50", "--quiet"]
+    run.main(args + ["--out", str(tmp_path / "xla")])
+    run.main(args + ["--no-xla", "--out", str(tmp_path / "graph")])
+    with np.load(tmp_path / "xla" / "curves.npz") as a, np.load(tmp_path / "graph" / "curves.npz") as b:
+        for key in a.files:
+            if key.endswith(("_errs", "_fs", "_rhos")):
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=1e-4, err_msg=key)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--example", "SMD99"], "unknown value"),
+    (["--method", "newton"], "unknown value"),
+    (["--lower-steps", "0"], "--lower-steps must be >= 1"),
+    (["--trials", "0"], "--trials must be >= 1"),
+])
+def test_bad_flags_give_a_clear_error(flags, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "synthetic.run", *flags, "--epochs", "2",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "result.json").exists()
