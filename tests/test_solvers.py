@@ -303,7 +303,12 @@ def test_no_retracing_across_calls_and_lower_step_counts(cls):
     solver = cls(f, g, x, w)
     for k, t in enumerate([1, 3, 5, 3]):
         solver.step(tf.constant(np.full(3, k, np.float32)), lower_steps=t)
+        solver.set_learning_rates(upper=0.1 / (k + 1), lower=0.01 / (k + 1))   # by assignment
     assert solver.tracing_count() == 1
+    if cls is RMD:
+        assert float(solver.upper_lr.numpy()) == pytest.approx(0.025)
+    else:
+        assert solver.upper.learning_rates() == pytest.approx([0.025])
     for t in (2, 4):
         solver.steps(tf.constant(np.ones(3, np.float32)), iterations=3, lower_steps=t)
     assert solver.tracing_count() == 2

@@ -52,8 +52,20 @@ class RMD(BilevelSolver):
         self.upper_lr = tf.Variable(upper_lr, dtype=tf.float32, trainable=False, name="lr_u")
         self.lower_lr = tf.Variable(lower_lr, dtype=tf.float32, trainable=False, name="lr_v")
         self.exact = exact
+        self._initial_lrs = (float(upper_lr), float(lower_lr))
         super().__init__(upper_loss, lower_loss, lower_initializer=lower_initializer,
                          jit_compile=jit_compile, check_finite=check_finite)
+
+    def set_learning_rates(self, upper: float | None = None, lower: float | None = None) -> None:
+        """Assign the plain gradient step sizes lr_u / lr_v (no retracing)."""
+        if upper is not None:
+            self.upper_lr.assign(upper)
+        if lower is not None:
+            self.lower_lr.assign(lower)
+
+    def reset(self) -> None:
+        """Step sizes back to their initial values (RMD has no other state)."""
+        self.set_learning_rates(self._initial_lrs[0], self._initial_lrs[1])
 
     def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         f_fn, g_fn = self._bind(batch)
