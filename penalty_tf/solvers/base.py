@@ -48,10 +48,21 @@ def tf1_adam(learning_rate: float) -> keras.optimizers.Adam:
                                  epsilon=TF1_ADAM_EPSILON)
 
 
+def as_tf_variable(variable: tf.Variable | keras.Variable) -> tf.Variable:
+    """The `tf.Variable` behind a Keras 3 variable (tapes watch only `tf.Variable`s; both
+    objects share their storage, so updates of one are seen through the other)."""
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    if not isinstance(variable, tf.Variable):
+        raise TypeError(f"expected a tf.Variable or keras.Variable, got {type(variable).__name__}")
+    return variable
+
+
 def as_groups(variables: VariableSpec, what: str) -> list[list[tf.Variable]]:
-    """Normalise a variable, a list of variables or a list of lists to a list of groups."""
+    """Normalise a variable, a list of variables or a list of lists to a list of groups of
+    `tf.Variable`s (Keras 3 variables are unwrapped)."""
     if isinstance(variables, (tf.Variable, keras.Variable)):
-        return [[variables]]
+        return [[as_tf_variable(variables)]]
     variables = list(variables)
     if not variables:
         raise ValueError(f"{what}: no variables given")
@@ -64,7 +75,7 @@ def as_groups(variables: VariableSpec, what: str) -> list[list[tf.Variable]]:
     for group in groups:
         if not group:
             raise ValueError(f"{what}: empty variable group")
-    return groups
+    return [[as_tf_variable(v) for v in group] for group in groups]
 
 
 def make_optimizers(spec: OptimizerSpec, n_groups: int, what: str) -> list[keras.optimizers.Optimizer]:
