@@ -1,0 +1,105 @@
+"""Seconds per upper-level iteration of importance learning vs a plain training step.
+
+    python -m importance_learning.speed --model mnist_cnn --lower-steps 20 --repeats 5 --out DIR
+
+Measures, on one fixed minibatch of ``--batch-size`` random images (timing does not depend
+on the values), for graph mode and XLA (``--xla both``):
+
+* a plain training step (forward, backward, Adam) of the classifier;
+* a Penalty upper-level iteration at T = ``--lower-steps`` (T lower steps, the u-step and the
+  tolerance test) and at T = 1; the difference / (T - 1) is the cost of one lower step;
+* an ApproxGrad upper-level iteration (T lower + T linear-system steps) likewise.
+
+Reports medians over ``--repeats`` calls after one warm-up call, and the ratios to the
+plain step. The machine's other load makes absolute times noisy: compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from penalty_tf import experiment
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up (tracing, compilation)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(model_name: str, lower_steps: int, batch_size: int, repeats: int, xla: bool,
+            methods=("penalty", "approxgrad")) -> dict:
+    import tensorflow as tf
+
+    from importance_learning.bilevel import Classifier, build_solver
+    from penalty_tf.models import classifiers
+    from penalty_tf.solvers import tf1_adam
+
+    tf.keras.utils.set_random_seed(0)
+    model = classifiers.build(model_name)
+    shape = (batch_size,) + tuple(model.input_shape[1:])
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.random(shape, np.float32))
+    y = tf.constant(rng.integers(0, 10, batch_size), tf.int32)
+    xv = tf.constant(rng.random(shape, np.float32))
+    yv = tf.constant(rng.integers(0, 10, batch_size), tf.int32)
+    clf = Classifier(model, jit_compile=xla)
+    train = clf.make_train_step(tf1_adam(1e-4))
+    out = {"plain_step_s": _median_time(lambda: float(train(x, y)), repeats)}
+    settings = dict(lr_u=3.0, lr_v=1e-4, lr_p=1e-5, sig=1e-3, rho0=1e-2, lamb0=1e-2, eps0=1e-2,
+                    nu0=1e-6, c_rho=1.1, c_lamb=0.9, c_eps=0.9)
+    for method in methods:
+        slot = tf.Variable(tf.zeros(batch_size), name="importance_slot")
+        solver = build_solver(method, model, slot, settings, jit_compile=xla)
+        batch = (x, y, xv, yv)
+        extra = {"linear_steps": lower_steps} if method == "approxgrad" else {}
+        extra1 = {"linear_steps": 1} if method == "approxgrad" else {}
+        t_full = _median_time(lambda: float(solver.step(batch, lower_steps=lower_steps, **extra)["f"]), repeats)
+        t_one = _median_time(lambda: float(solver.step(batch, lower_steps=1, **extra1)["f"]), repeats)
+        per_lower = (t_full - t_one) / max(lower_steps - 1, 1)
+        out[f"{method}_upper_iteration_s"] = t_full
+        out[f"{method}_upper_iteration_T1_s"] = t_one
+        out[f"{method}_lower_step_s"] = per_lower
+        out[f"{method}_lower_step_over_plain"] = per_lower / out["plain_step_s"]
+        out[f"{method}_upper_iteration_over_plain"] = t_full / out["plain_step_s"]
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mnist_cnn",
+                        choices=["mnist_softmax", "mnist_cnn", "cifar10_cnn", "svhn_cnn"])
+    parser.add_argument("--lower-steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--xla", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--methods", nargs="+", default=["penalty", "approxgrad"],
+                        choices=["penalty", "approxgrad"])
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.lower_steps < 2 or args.repeats < 1 or args.batch_size < 1:
+        raise experiment.ExperimentError("--lower-steps must be >= 2, --repeats and --batch-size >= 1")
+    out_dir = experiment.resolve_out_dir(args, "importance_learning.speed")
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
+    metrics = {}
+    with experiment.Timer() as timer:
+        for xla in modes:
+            key = "xla" if xla else "graph"
+            metrics[key] = measure(args.model, args.lower_steps, args.batch_size, args.repeats, xla,
+                                   tuple(args.methods))
+            print(key, {k: round(v, 4) for k, v in metrics[key].items()}, flush=True)
+    return experiment.write_result(out_dir, experiment="importance_learning.speed", method="+".join(args.methods),
+                                   config=vars(args), metrics=metrics, published={},
+                                   wall_time_s=timer.elapsed)
+
+
+if __name__ == "__main__":
+    experiment.run_main(main)
