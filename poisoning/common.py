@@ -78,8 +78,8 @@ def halving_points(settings: Settings) -> list[int]:
     points = []
     for i in range(settings.epochs):
         epoch = settings.first_epoch + i
-        if epoch % settings.halve_every == 0 and epoch != 0:
-            points.append(i + 1)
+        if epoch % settings.halve_every == 0 and epoch != 0 and i + 1 < settings.epochs:
+            points.append(i + 1)   # (a halving after the last update has no effect)
     return points
 
 

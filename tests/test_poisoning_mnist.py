@@ -1,0 +1,193 @@
+"""MNIST poisoning attacks: splits, schedules, end-to-end runs at tiny budgets, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poisoning import common, targeted, untargeted
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def mnist(shared_data_dir):
+    from penalty_tf.datasets import load_mnist
+
+    return load_mnist(shared_data_dir, download=False)
+
+
+def _run(module, args, data_dir):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", module, *args, "--data-dir", str(data_dir)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+# ------------------------------------------------------------------------- splits
+
+def test_untargeted_splits_follow_the_original(mnist):
+    np.random.seed(0)
+    s = untargeted.make_splits(mnist, 30, "penalty")
+    assert s.x_train.shape == (1000, 784) and s.x_val.shape == (1000, 784)
+    assert s.x_test.shape == (8000, 784) and s.x_poison.shape == (30, 784)
+    assert s.x_train.dtype == np.float32 and s.x_train.max() == 1.0 and s.x_train.min() == 0.0
+    # The original's order of NumPy calls: the first shuffle picks the training set.
+    np.random.seed(0)
+    idx = np.arange(60000)
+    np.random.shuffle(idx)
+    np.testing.assert_array_equal(s.y_train, mnist.y_train[idx[:1000]])
+    np.testing.assert_array_equal(s.y_test, mnist.y_train[idx[2000:10000]])
+    # Poisons start as the first training points, every label changed.
+    np.testing.assert_array_equal(s.x_poison, s.x_train[:30])
+    np.testing.assert_array_equal(s.source_labels, s.y_train[:30])
+    assert np.all(s.y_poison != s.source_labels) and s.y_poison.max() <= 9
+    # Label flipping takes validation points instead.
+    np.random.seed(0)
+    flip = untargeted.make_splits(mnist, 30, "label-flip")
+    np.testing.assert_array_equal(flip.x_poison, s.x_val[:30])
+    assert np.all(flip.y_poison != flip.y_val[:30])
+
+
+def test_targeted_splits_follow_the_original(mnist):
+    np.random.seed(1)
+    s = targeted.make_splits(mnist, 20, "penalty")
+    assert s.x_train.shape == (1000, 784)
+    assert np.bincount(s.y_train).tolist() == [100] * 10
+    assert s.x_val.shape == (400, 784) and set(s.y_val) == {3}
+    assert s.x_test.shape == (500, 784) and set(s.y_test) == {3}
+    assert sorted(s.source_labels.tolist()) == [3] * 10 + [8] * 10
+    np.testing.assert_array_equal(s.y_poison, np.where(s.source_labels == 3, 8, 3))
+    # The test eights are official test images of eights; the poisons are training images.
+    test_rows = {r.tobytes() for r in common.to_float_images(mnist.x_test[mnist.y_test == 8])}
+    assert all(r.tobytes() in test_rows for r in s.x_test)
+    train_rows = {r.tobytes() for r in s.x_train}
+    assert all(r.tobytes() in train_rows for r in s.x_poison)
+    np.random.seed(1)
+    flip = targeted.make_splits(mnist, 20, "label-flip", "eights")
+    np.testing.assert_array_equal(flip.x_poison, s.x_val[:20])
+    assert set(flip.y_poison) == {3} and set(flip.source_labels) == {8}
+
+
+def test_approxgrad_halving_points_match_the_drivers():
+    base = dict(lr_u=1e-2, lr_v=1e-3, epochs=5000, lower_steps=20, halve_every=1000)
+    # untargeted: epochs 0..4999, halved after epoch 1000 -> after the 1001st update.
+    assert common.halving_points(common.Settings(first_epoch=0, **base)) == [1001, 2001, 3001, 4001]
+    # targeted: epochs 1..4999 counted from 1 (its 5,000-update default is ours).
+    assert common.halving_points(common.Settings(first_epoch=1, **base)) == [1000, 2000, 3000, 4000]
+    assert common.halving_points(common.Settings(lr_u=0.1, lr_v=1e-3, epochs=5000,
+                                                 lower_steps=20)) == []
+
+
+def test_losses_match_the_original_formulas(mnist):
+    import tensorflow as tf
+
+    np.random.seed(0)
+    s = untargeted.make_splits(mnist, 10, "penalty")
+    p = common.PoisoningProblem(s, -1.0, np.random.default_rng(0))
+    W = p.W.numpy().astype(np.float64)
+    limit = np.sqrt(6.0 / (784 + 10))
+    assert np.abs(W).max() <= limit and np.abs(W).max() > 0.9 * limit
+
+    def ce(x, y):
+        z = x.astype(np.float64) @ W
+        z -= z.max(axis=1, keepdims=True)
+        return np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y])
+
+    g = 0.0025 * np.sum(W ** 2) + ce(np.concatenate([s.x_poison, s.x_train]),
+                                     np.concatenate([s.y_poison, s.y_train]))
+    assert float(p.lower_loss(p.batch)) == pytest.approx(g, rel=1e-5)
+    assert float(p.upper_loss(p.batch)) == pytest.approx(-ce(s.x_val, s.y_val), rel=1e-5)
+    with tf.GradientTape() as tape:
+        loss = p.lower_loss(p.batch)
+    grad_u = tape.gradient(loss, p.u)
+    assert grad_u.shape == (10, 784) and float(tf.reduce_max(tf.abs(grad_u))) > 0
+
+
+# -------------------------------------------------------------------- end to end
+
+@pytest.fixture(scope="module")
+def untargeted_runs(shared_data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("untargeted")
+    tiny = ["--npoison", "60", "--epochs", "40", "--retrain-steps", "400", "--seed", "0", "--quiet"]
+    pen = untargeted.main(tiny + ["--data-dir", str(shared_data_dir), "--out", str(out / "pen")])
+    flip = untargeted.main(tiny + ["--method", "label-flip", "--data-dir", str(shared_data_dir),
+                                   "--out", str(out / "flip")])
+    return out, pen, flip
+
+
+def test_untargeted_end_to_end(untargeted_runs):
+    out, pen, flip = untargeted_runs
+    on_disk = json.loads((out / "pen" / "result.json").read_text())
+    assert on_disk == pen
+    assert on_disk["experiment"] == "poisoning.untargeted" and on_disk["method"] == "penalty"
+    assert on_disk["config"]["npoison"] == 60 and on_disk["config"]["epochs"] == 40
+    assert on_disk["published"]["mean"] == 67.59 and on_disk["published"]["sd"] == 1.17
+    assert flip["published"]["mean"] == 84.64
+    m = on_disk["metrics"]
+    assert 75.0 < m["clean_test_accuracy"] < 92.0
+    # Same seed, same splits and initial W: the clean models agree.
+    assert flip["metrics"]["clean_test_accuracy"] == m["clean_test_accuracy"]
+    # The attack lowers the test accuracy, and more than flipping labels does.
+    assert m["poisoned_test_accuracy"] < m["clean_test_accuracy"] - 2.0
+    assert m["poisoned_test_accuracy"] < flip["metrics"]["poisoned_test_accuracy"]
+    assert m["timings"]["ms_per_update"] > 0 and m["timings"]["bilevel_s"] > 0
+    assert m["final_solver_outputs"]["rho"] >= 10.0
+    with np.load(out / "pen" / "poisons.npz") as z:
+        assert z["x_poison"].shape == (60, 784) and z["y_poison"].shape == (60,)
+        assert z["x_poison"].min() >= 0.0 and z["x_poison"].max() <= 1.0     # the projection
+        assert np.abs(z["x_poison"] - z["x_initial"]).max() > 0.3            # they moved
+        assert np.all(z["y_poison"] != z["y_source"])
+    with np.load(out / "flip" / "poisons.npz") as z:
+        np.testing.assert_array_equal(z["x_poison"], z["x_initial"])          # no optimisation
+    png = (out / "pen" / "poisons.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_targeted_end_to_end(shared_data_dir, tmp_path):
+    result = targeted.main(["--npoison", "40", "--epochs", "30", "--retrain-steps", "400",
+                            "--quiet", "--data-dir", str(shared_data_dir), "--out", str(tmp_path)])
+    m = result["metrics"]
+    assert result["experiment"] == "poisoning.targeted" and result["config"]["epochs"] == 30
+    assert result["published"]["mean"] == 61.16
+    assert m["splits"]["x_test"] == [500, 784] and m["splits"]["x_poison"] == [40, 784]
+    assert 0.0 <= m["clean_success_rate"] < 20.0
+    assert m["attack_success_rate"] > m["clean_success_rate"]   # more eights read as 3
+    assert (tmp_path / "poisons.png").is_file()
+
+
+def test_approxgrad_runs_with_its_defaults(shared_data_dir, tmp_path):
+    result = targeted.main(["--method", "approxgrad", "--epochs", "3", "--retrain-steps", "20",
+                            "--quiet", "--data-dir", str(shared_data_dir), "--out", str(tmp_path)])
+    assert result["config"]["npoison"] == 50      # the ApproxGrad driver's default
+    assert result["published"]["mean"] == 65.61
+    final = result["metrics"]["final_solver_outputs"]
+    assert set(final) >= {"f", "g", "h"} and np.isfinite(final["h"])
+
+
+# ----------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("module,args,message", [
+    ("poisoning.targeted", ["--npoison", "15"], "must be even"),
+    ("poisoning.untargeted", ["--npoison", "0"], "--npoison must be >= 1"),
+    ("poisoning.untargeted", ["--retrain-steps", "0"], "--retrain-steps"),
+])
+def test_bad_input_exits_cleanly(module, args, message, shared_data_dir):
+    proc = _run(module, args, shared_data_dir)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_wrong_flag_and_missing_data(tmp_path):
+    proc = _run("poisoning.untargeted", ["--method", "rmd"], tmp_path)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    env_free = dict(os.environ, PENALTY_TF_DATA=str(tmp_path), KERAS_HOME=str(tmp_path / "k"),
+                    TF_CPP_MIN_LOG_LEVEL="2", HTTPS_PROXY="http://127.0.0.1:9",
+                    HTTP_PROXY="http://127.0.0.1:9")
+    (tmp_path / "mnist.npz").write_bytes(b"not a zip file")
+    proc = subprocess.run([sys.executable, "-m", "poisoning.targeted", "--data-dir", str(tmp_path)],
+                          cwd=REPO, env=env_free, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "mnist.npz" in proc.stderr and "Traceback" not in proc.stderr
