@@ -234,6 +234,15 @@ def build_solver(method: str, problem: PoisoningProblem, settings: Settings, *, 
     raise ValueError(f"no bilevel solver for method {method!r}")
 
 
+def _progress_with_current_values(total: int, quiet: bool, names: list[str]):
+    """A progress bar that shows the current f and rho (Progbar averages values otherwise)."""
+    if quiet:
+        return experiment.progress(total, quiet=True)
+    import keras
+
+    return keras.utils.Progbar(total, unit_name="update", stateful_metrics=names)
+
+
 def run_bilevel(solver, problem: PoisoningProblem, method: str, settings: Settings, *,
                 quiet: bool, chunk: int = 100) -> dict[str, Any]:
     """``settings.epochs`` bilevel updates on the full batch, ``chunk`` per graph call.
@@ -251,7 +260,7 @@ def run_bilevel(solver, problem: PoisoningProblem, method: str, settings: Settin
     out = solver.steps(problem.batch, 1, settings.lower_steps, **counts)
     first_s = time.perf_counter() - start
     done = 1
-    bar = experiment.progress(settings.epochs, quiet=quiet, unit_name="update")
+    bar = _progress_with_current_values(settings.epochs, quiet, ["f", "rho"])
     bar.update(done)
     start = time.perf_counter()
     while done < settings.epochs:
