@@ -46,7 +46,9 @@ def test_result_json_structure(run):
     assert config["examples"] == ["SMD20"] and config["lower_steps"] == [1, 5]
     assert config["iterations"] == 50 and config["repeats"] == 1
     assert result["wall_time_s"] > 0
-    assert (out / "report.md").read_text().startswith("### mode `step`")
+    report = (out / "report.md").read_text()
+    assert "### mode `step` (" in report and "### mode `steps` (" in report
+    assert "| SMD20 | 5 |" in report and "### memory: SMD20, dim 200000" in report
 
 
 def test_every_timing_is_positive_and_finite(run):
@@ -83,6 +85,9 @@ def test_ratios_are_quotients_of_the_stored_timings(run):
                 assert ratios["rmd/penalty"] == pytest.approx(cells["rmd"]["median"] / pen, rel=1e-12)
                 assert ratios["approxgrad/penalty"] == pytest.approx(
                     cells["approxgrad"]["median"] / pen, rel=1e-12)
+                low = metrics["ratios_of_min"][mode][xla]["SMD20"][t]
+                assert low["rmd/penalty"] == pytest.approx(
+                    cells["rmd"]["min"] / cells["penalty"]["min"], rel=1e-12)
                 tf1 = {"T1": 1.24, "T5": 2.48}[t]
                 assert metrics["speedup_vs_tf1_penalty"][mode][xla]["SMD20"][t] == \
                     pytest.approx(tf1 / pen, rel=1e-12)
