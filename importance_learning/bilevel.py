@@ -27,26 +27,30 @@ import tensorflow as tf
 from penalty_tf.solvers import ApproxGrad, Penalty, PenaltySchedule, tf1_adam
 
 
-def cross_entropy(model: keras.Model, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """Per-example softmax cross-entropy of the model's logits (integer labels)."""
-    logits = model(x, training=False)
+def cross_entropy(model: keras.Model, x: tf.Tensor, y: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """Per-example softmax cross-entropy of the model's logits (integer labels).
+
+    ``training=False`` for the paper's CNNs (dropout inactive, as in the original); the WRN
+    of the Ren et al. comparison passes True so that BatchNorm uses batch statistics."""
+    logits = model(x, training=training)
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits)
 
 
 def importance_weighted_loss(model: keras.Model, slot: tf.Variable, x: tf.Tensor,
-                             y: tf.Tensor) -> tf.Tensor:
+                             y: tf.Tensor, training: bool = False) -> tf.Tensor:
     """``g = sum a_i CE_i / sum a_i`` with ``a = (tanh(slot) + 1) / 2``."""
     a = 0.5 * (tf.tanh(slot) + 1.0)
-    ce = cross_entropy(model, x, y)
+    ce = cross_entropy(model, x, y, training)
     return tf.reduce_sum(a * ce) / tf.reduce_sum(a)
 
 
 class Classifier:
     """A Keras model with compiled prediction and plain supervised training (``train_simple``)."""
 
-    def __init__(self, model: keras.Model, jit_compile: bool = False):
+    def __init__(self, model: keras.Model, jit_compile: bool = False, training: bool = False):
         self.model = model
         self.jit_compile = jit_compile
+        self.training = training
         shape = (None,) + tuple(model.input_shape[1:])
         self._predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1),
                                     input_signature=[tf.TensorSpec(shape, tf.float32)])
@@ -61,11 +65,11 @@ class Classifier:
         """A compiled ``step(x, y) -> loss`` doing one optimizer step on the mean CE."""
         variables = self.model.trainable_variables
         optimizer.build(variables)
-        model = self.model
+        model, training = self.model, self.training
 
         def step(x, y):
             with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(cross_entropy(model, x, y))
+                loss = tf.reduce_mean(cross_entropy(model, x, y, training))
             grads = tape.gradient(loss, variables)
             optimizer.apply(grads, variables)
             return loss
@@ -91,7 +95,7 @@ class Classifier:
             if progress is not None:
                 progress(epoch + 1)
         loss = float(loss)
-        if not np.isfinite(loss):
+        if epochs > 0 and nb > 0 and not np.isfinite(loss):
             from penalty_tf.experiment import ExperimentError
             raise ExperimentError(f"plain training diverged (loss {loss}); lower the learning rate")
         return loss
@@ -101,26 +105,36 @@ def build_solver(method: str, model: keras.Model, slot: tf.Variable, settings: d
                  jit_compile: bool = False):
     """The bilevel solver over (u = slot, v = model weights). ``batch`` = (x_train, y_train,
     x_val, y_val) minibatch tensors."""
+    training = bool(settings.get("bn_training", False))
+    decay = float(settings.get("weight_decay") or 0.0)
+    kernels = [w for w in model.trainable_variables if len(w.shape) > 1]
+
     def upper_loss(batch):
         _, _, xv, yv = batch
-        return tf.reduce_mean(cross_entropy(model, xv, yv))
+        return tf.reduce_mean(cross_entropy(model, xv, yv, training))
 
     def lower_loss(batch):
         xt, yt, _, _ = batch
-        return importance_weighted_loss(model, slot, xt, yt)
+        g = importance_weighted_loss(model, slot, xt, yt, training)
+        if decay:
+            g = g + 0.5 * decay * tf.add_n([tf.reduce_sum(tf.square(w)) for w in kernels])
+        return g
 
     v = model.trainable_variables
+    lower_opt = settings["lr_v"]
+    if settings.get("lower_optimizer", "adam") == "sgd":
+        lower_opt = keras.optimizers.SGD(settings["lr_v"], momentum=0.9)
     if method == "penalty":
         schedule = PenaltySchedule.single_group(
             rho0=settings["rho0"], lamb0=settings["lamb0"], eps0=settings["eps0"],
             nu0=settings["nu0"], c_rho=settings["c_rho"], c_lamb=settings["c_lamb"],
             c_eps=settings["c_eps"])
         return Penalty(upper_loss, lower_loss, [slot], v, upper_optimizer=settings["lr_u"],
-                       lower_optimizer=settings["lr_v"], schedule=schedule,
+                       lower_optimizer=lower_opt, schedule=schedule,
                        jit_compile=jit_compile)
     if method == "approxgrad":
         return ApproxGrad(upper_loss, lower_loss, [slot], v, upper_optimizer=settings["lr_u"],
-                          lower_optimizer=settings["lr_v"], linear_optimizer=settings["lr_p"],
+                          lower_optimizer=lower_opt, linear_optimizer=settings["lr_p"],
                           sig=settings["sig"], jit_compile=jit_compile)
     raise ValueError(f"unknown bilevel method {method!r}")
 

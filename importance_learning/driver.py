@@ -80,9 +80,13 @@ class DatasetSpec:
     load: Callable[[argparse.Namespace], Split]
     defaults: dict[str, dict[str, Any]]
     methods: tuple = BILEVEL_METHODS
-    augment: bool = False
+    augment: Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]] = None
+    augment_val: bool = True
+    model_fn: Optional[Callable[[argparse.Namespace], Any]] = None
+    bn_training: bool = False
     retrain: bool = False
     description: str = ""
+    extra_flags: Optional[Callable[[argparse.ArgumentParser], None]] = None
 
 
 # Hyperparameter flags: name -> (type, help). Defaults come from DatasetSpec.defaults.
@@ -142,6 +146,8 @@ def build_parser(spec: DatasetSpec) -> argparse.ArgumentParser:
     parser.add_argument("--test-size", type=int, default=None,
                         help="evaluate on the first N test points only (tiny CI runs)")
     parser.add_argument("--xla", action="store_true", help="compile the solver step with XLA")
+    if spec.extra_flags is not None:
+        spec.extra_flags(parser)
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -326,8 +332,8 @@ def run(spec: DatasetSpec, argv: Optional[list[str]] = None) -> dict[str, Any]:
     with experiment.Timer() as timer:
         split, clean_labels, corrupt = prepare_data(spec, args)
         keras.utils.set_random_seed(args.seed)
-        model = classifiers.build(spec.model)
-        clf = Classifier(model, jit_compile=args.xla)
+        model = spec.model_fn(args) if spec.model_fn is not None else classifiers.build(spec.model)
+        clf = Classifier(model, jit_compile=args.xla, training=spec.bn_training)
         rng = np.random.default_rng([args.seed, 2])
         if args.method in BASELINES:
             metrics = run_baseline(args, clf, split, clean_labels, corrupt, rng)
@@ -375,7 +381,8 @@ def run_bilevel(spec: DatasetSpec, args, out: Path, clf, split: Split, clean_lab
     model = clf.model
     bs = args.batch_size
     slot = tf.Variable(tf.zeros(bs), name="importance_slot")
-    solver = build_solver(args.method, model, slot, vars(args), jit_compile=args.xla)
+    solver = build_solver(args.method, model, slot, {**vars(args), "bn_training": spec.bn_training},
+                          jit_compile=args.xla)
     ckpt = out / CHECKPOINT
     n = len(split.x_train)
     if args.resume and ckpt.is_file():
@@ -414,8 +421,10 @@ def run_bilevel(spec: DatasetSpec, args, out: Path, clf, split: Split, clean_lab
             idx = order[b * bs:(b + 1) * bs]
             vidx = rng.choice(len(split.x_val), bs, replace=False)
             xt, xv = split.x_train[idx], split.x_val[vidx]
-            if spec.augment:
-                xt, xv = augment_batch(xt, rng), augment_batch(xv, rng)
+            if spec.augment is not None:
+                xt = spec.augment(xt, rng)
+                if spec.augment_val:          # the original's quirk: validation augmented too
+                    xv = spec.augment(xv, rng)
             slot.assign(z[idx].astype(np.float32))
             batch = (tf.constant(xt), tf.constant(split.y_train[idx], tf.int32), tf.constant(xv),
                      tf.constant(split.y_val[vidx], tf.int32))

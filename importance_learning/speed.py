@@ -11,7 +11,9 @@ on the values), for graph mode and XLA (``--xla both``):
 * an ApproxGrad upper-level iteration (T lower + T linear-system steps) likewise.
 
 Reports medians over ``--repeats`` calls after one warm-up call, and the ratios to the
-plain step. The machine's other load makes absolute times noisy: compare ratios.
+plain step. By default the clock is the process's CPU time (``--clock cpu``: seconds of
+all its threads), which other programs on a shared machine do not inflate; with ``--clock
+wall`` on an idle machine, divide by the cores used. Compare ratios.
 """
 
 from __future__ import annotations
@@ -25,18 +27,25 @@ import numpy as np
 from penalty_tf import experiment
 
 
-def _median_time(fn, repeats: int) -> float:
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _median_time(fn, repeats: int, clock: str = "cpu") -> float:
+    """Median over ``repeats`` calls after one warm-up call. ``cpu`` = the process's CPU
+    seconds (all threads): robust when other programs share the cores, as here; ``wall`` =
+    elapsed seconds."""
     fn()  # warm-up (tracing, compilation)
     times = []
+    now = CLOCK[clock]
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = now()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     return statistics.median(times)
 
 
 def measure(model_name: str, lower_steps: int, batch_size: int, repeats: int, xla: bool,
-            methods=("penalty", "approxgrad")) -> dict:
+            methods=("penalty", "approxgrad"), clock: str = "cpu") -> dict:
     import tensorflow as tf
 
     from importance_learning.bilevel import Classifier, build_solver
@@ -53,7 +62,7 @@ def measure(model_name: str, lower_steps: int, batch_size: int, repeats: int, xl
     yv = tf.constant(rng.integers(0, 10, batch_size), tf.int32)
     clf = Classifier(model, jit_compile=xla)
     train = clf.make_train_step(tf1_adam(1e-4))
-    out = {"plain_step_s": _median_time(lambda: float(train(x, y)), repeats)}
+    out = {"plain_step_s": _median_time(lambda: float(train(x, y)), repeats, clock)}
     settings = dict(lr_u=3.0, lr_v=1e-4, lr_p=1e-5, sig=1e-3, rho0=1e-2, lamb0=1e-2, eps0=1e-2,
                     nu0=1e-6, c_rho=1.1, c_lamb=0.9, c_eps=0.9)
     for method in methods:
@@ -62,8 +71,8 @@ def measure(model_name: str, lower_steps: int, batch_size: int, repeats: int, xl
         batch = (x, y, xv, yv)
         extra = {"linear_steps": lower_steps} if method == "approxgrad" else {}
         extra1 = {"linear_steps": 1} if method == "approxgrad" else {}
-        t_full = _median_time(lambda: float(solver.step(batch, lower_steps=lower_steps, **extra)["f"]), repeats)
-        t_one = _median_time(lambda: float(solver.step(batch, lower_steps=1, **extra1)["f"]), repeats)
+        t_full = _median_time(lambda: float(solver.step(batch, lower_steps=lower_steps, **extra)["f"]), repeats, clock)
+        t_one = _median_time(lambda: float(solver.step(batch, lower_steps=1, **extra1)["f"]), repeats, clock)
         per_lower = (t_full - t_one) / max(lower_steps - 1, 1)
         out[f"{method}_upper_iteration_s"] = t_full
         out[f"{method}_upper_iteration_T1_s"] = t_one
@@ -83,6 +92,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--xla", choices=["off", "on", "both"], default="both")
     parser.add_argument("--methods", nargs="+", default=["penalty", "approxgrad"],
                         choices=["penalty", "approxgrad"])
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                        help="cpu: process CPU seconds (robust on a shared machine); wall: elapsed seconds")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.lower_steps < 2 or args.repeats < 1 or args.batch_size < 1:
@@ -94,7 +105,7 @@ def main(argv=None) -> dict:
         for xla in modes:
             key = "xla" if xla else "graph"
             metrics[key] = measure(args.model, args.lower_steps, args.batch_size, args.repeats, xla,
-                                   tuple(args.methods))
+                                   tuple(args.methods), args.clock)
             print(key, {k: round(v, 4) for k, v in metrics[key].items()}, flush=True)
     return experiment.write_result(out_dir, experiment="importance_learning.speed", method="+".join(args.methods),
                                    config=vars(args), metrics=metrics, published={},

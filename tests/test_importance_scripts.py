@@ -1,0 +1,269 @@
+"""Importance-learning scripts end to end at tiny budgets: MNIST (real file), CIFAR10 and SVHN
+(generated files in the real formats), baselines, resume, and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from importance_learning import driver
+
+TINY = ["--epochs", "2", "--pretrain-epochs", "2", "--lower-steps", "2", "--quiet"]
+
+
+def _result(out):
+    return json.loads((out / "result.json").read_text())
+
+
+# ------------------------------------------------------------------ generated datasets
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+    from penalty_tf.datasets.cifar10 import write_batch
+
+    root = tmp_path_factory.mktemp("cifar")
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-10-batches-py"
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        write_batch(folder / name, rng.integers(0, 256, (40, 32, 32, 3)), rng.integers(0, 10, 40))
+    return root
+
+
+@pytest.fixture(scope="module")
+def svhn_dir(tmp_path_factory):
+    from scipy import io
+
+    root = tmp_path_factory.mktemp("svhn")
+    rng = np.random.default_rng(1)
+    for name, n in (("train_32x32.mat", 170), ("test_32x32.mat", 30)):
+        if name.startswith("train"):
+            y = np.repeat(np.arange(1, 11), 17).reshape(-1, 1)        # 17 per class, labels 1..10
+        else:
+            y = np.concatenate([np.arange(1, 11), rng.integers(1, 11, n - 10)]).reshape(-1, 1)
+        x = rng.integers(0, 256, (32, 32, 3, n)).astype(np.uint8)
+        io.savemat(root / name, {"X": x, "y": y.astype(np.uint8)})
+    return root
+
+
+# --------------------------------------------------------------------------- MNIST
+
+
+def test_mnist_small_end_to_end(shared_data_dir, tmp_path):
+    from importance_learning import mnist_small
+
+    result = mnist_small.main(["--data-dir", str(shared_data_dir), "--out", str(tmp_path), "--train-size", "400",
+                               "--retrain-epochs", "2", "--batch-size", "100", *TINY])
+    assert _result(tmp_path) == result
+    m, c = result["metrics"], result["config"]
+    assert result["experiment"] == "importance_learning.mnist_small" and result["method"] == "penalty"
+    assert result["published"]["mean"] == 90.77
+    assert c["noise"] == 0.5 and c["lr_u"] == 3.0 and c["nu0"] == 1e-4 and c["select_threshold"] == 0.9
+    assert m["corrupt"] == 200 and m["training_points"] == 400
+    assert m["test_accuracy"] == m["retrain_test_accuracy"]
+    assert 0 <= m["selected_corrupted"] <= m["selected_points"] <= 400
+    assert len(m["epochs"]) == 2 and [e["epoch"] for e in m["epochs"]] == [0, 1]
+    for e in m["epochs"]:
+        assert e["upper_iterations"] == 4 and e["epoch_time_s"] > 0
+        assert abs(e["mean_importance"] - 0.5) < 0.02       # renormalised every epoch
+        for key in ("rho", "lamb", "eps", "f", "penalty", "nu_term", "lamb_g", "h_total",
+                    "mean_importance_clean", "mean_importance_corrupted", "precision_clean", "recall_clean"):
+            assert np.isfinite(e[key]), key
+    # softmax regression pre-trained 2 epochs on 5,000 validation points beats chance clearly
+    assert m["val_only_test_accuracy"] > 30
+    arrays = np.load(tmp_path / "importances.npz")
+    assert arrays["importance"].shape == (400,) and int(arrays["corrupt"]) == 200
+    assert np.all(arrays["noisy_labels"][:200] != arrays["clean_labels"][:200])
+    for png in ("accuracy.png", "importances.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("method", ["penalty", "approxgrad"])
+def test_mnist_cnn_end_to_end(shared_data_dir, tmp_path, method):
+    from importance_learning import mnist
+
+    result = mnist.main(["--data-dir", str(shared_data_dir), "--out", str(tmp_path), "--method", method,
+                         "--train-size", "200", "--test-size", "100", "--batch-size", "100", "--epochs", "2",
+                         "--pretrain-epochs", "1", "--lower-steps", "1", "--halve-every", "1", "--quiet"])
+    m, c = result["metrics"], result["config"]
+    assert result["published"]["mean"] == {"penalty": 98.89, "approxgrad": 98.11}[method]
+    assert m["corrupt"] == 50 and len(m["epochs"]) == 2
+    if method == "approxgrad":
+        assert c["lr_v"] == 1e-6 and c["first_epoch"] == 1 and c["linear_steps"] == 1
+        # lr_u and lr_v halved after every epoch (first epoch index 1)
+        assert [e["lr_u"] for e in m["epochs"]] == pytest.approx([0.5, 0.25])
+        assert [e["lr_v"] for e in m["epochs"]] == pytest.approx([5e-7, 2.5e-7])
+    else:
+        assert c["lr_v"] == 1e-4 and c["nu0"] == 1e-6 and c["first_epoch"] == 0
+        for e in m["epochs"]:   # Penalty's own schedule (no halving): lr only decays on convergence
+            assert e["lr_u"] <= 3.0 and e["rho"] >= 0.01 - 1e-9 and e["convergence_events"] >= 0
+    assert 0 <= m["test_accuracy"] <= 100 and m["test_accuracy"] == m["epochs"][-1]["test_accuracy"]
+
+
+def test_baselines(shared_data_dir, tmp_path):
+    from importance_learning import mnist
+
+    common = ["--data-dir", str(shared_data_dir), "--train-size", "400", "--test-size", "200",
+              "--batch-size", "100", "--epochs", "1", "--pretrain-epochs", "1", "--quiet"]
+    got = {}
+    for method in ("oracle", "train-val", "val-only"):
+        out = tmp_path / method
+        got[method] = mnist.main(common + ["--method", method, "--out", str(out)])["metrics"]
+        assert _result(out)["published"]["method"] == method
+    assert got["oracle"]["training_points"] == 300 + 1000        # clean part (corrupt = 100) + validation
+    assert got["train-val"]["training_points"] == 400 + 1000
+    assert got["val-only"]["training_points"] == 1000
+    for m in got.values():
+        assert 0 <= m["test_accuracy"] <= 100 and m["training_epochs"] == 1
+
+
+def test_resume_equals_uninterrupted(shared_data_dir, tmp_path):
+    from importance_learning import mnist_small
+
+    common = ["--data-dir", str(shared_data_dir), "--train-size", "400", "--retrain-epochs", "1",
+              "--batch-size", "100", "--epochs", "3", "--pretrain-epochs", "1", "--lower-steps", "2", "--quiet"]
+    full = mnist_small.main(common + ["--out", str(tmp_path / "full")])
+    assert mnist_small.main(common + ["--out", str(tmp_path / "cut"), "--stop-after", "1"]) == {}
+    assert not (tmp_path / "cut" / "result.json").exists()
+    ckpt = np.load(tmp_path / "cut" / driver.CHECKPOINT)
+    assert json.loads(str(ckpt["meta"]))["epoch"] == 1
+    resumed = mnist_small.main(common + ["--out", str(tmp_path / "cut"), "--resume"])
+    a = np.load(tmp_path / "full" / "importances.npz")["logits"]
+    b = np.load(tmp_path / "cut" / "importances.npz")["logits"]
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    for key in ("test_accuracy", "selected_points", "bilevel_test_accuracy", "mean_importance_clean"):
+        assert full["metrics"][key] == pytest.approx(resumed["metrics"][key], abs=1e-6), key
+    for e1, e2 in zip(full["metrics"]["epochs"], resumed["metrics"]["epochs"]):
+        assert e1["rho"] == e2["rho"] and e1["f"] == pytest.approx(e2["f"], abs=1e-6)
+    # resuming with other settings is refused
+    from penalty_tf.experiment import ExperimentError
+    with pytest.raises(ExperimentError, match="other settings"):
+        mnist_small.main(common + ["--out", str(tmp_path / "cut"), "--resume", "--noise", "0.25"])
+
+
+def test_nan_loss_is_a_clear_error_and_keeps_the_checkpoint(shared_data_dir, tmp_path):
+    from importance_learning import mnist_small
+    from penalty_tf.experiment import ExperimentError
+
+    with pytest.raises(ExperimentError, match="not finite.*--resume"):
+        mnist_small.main(["--data-dir", str(shared_data_dir), "--out", str(tmp_path), "--train-size", "200",
+                          "--batch-size", "100", "--epochs", "2", "--pretrain-epochs", "1", "--lower-steps", "2",
+                          "--lr-v", "1e38", "--quiet"])
+    assert (tmp_path / driver.CHECKPOINT).is_file() and not (tmp_path / "result.json").exists()
+
+
+# ------------------------------------------------------------------- CIFAR10 and SVHN
+
+
+def test_cifar10_end_to_end_on_keras_layout(cifar_dir, tmp_path):
+    from importance_learning import cifar10
+
+    result = cifar10.main(["--data-dir", str(cifar_dir), "--out", str(tmp_path), "--val-size", "40",
+                           "--batch-size", "20", "--test-size", "40", "--epochs", "1", "--pretrain-epochs", "1",
+                           "--lower-steps", "1", "--quiet"])
+    m, c = result["metrics"], result["config"]
+    assert c["init_low"] == 0.2 and c["init_high"] == 0.8 and c["epochs"] == 1
+    assert m["training_points"] == 160 and m["corrupt"] == 40
+    assert m["epochs"][0]["upper_iterations"] == 8
+    assert result["published"]["mean"] == 79.67
+
+
+def test_cifar10_loader_reads_the_official_layout_and_rejects_bad_files(cifar_dir, tmp_path):
+    from penalty_tf.datasets import DataError
+    from penalty_tf.datasets.cifar10 import load_cifar10, read_batch, write_batch
+
+    d = load_cifar10(str(cifar_dir), download=False)
+    assert d.x_train.shape == (200, 32, 32, 3) and d.x_test.shape == (40, 32, 32, 3)
+    img = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(1, 32, 32, 3)
+    write_batch(tmp_path / "b", img, [3])
+    x, y = read_batch(tmp_path / "b")
+    np.testing.assert_array_equal(x, img) and np.testing.assert_array_equal(y, [3])
+    (tmp_path / "truncated").write_bytes((tmp_path / "b").read_bytes()[:100])
+    with pytest.raises(DataError, match="truncated"):
+        read_batch(tmp_path / "truncated")
+    with pytest.raises(DataError, match="not found"):
+        load_cifar10(str(tmp_path / "nothing"), download=False)
+
+
+def test_augmentation_matches_keras_semantics():
+    rng = np.random.default_rng(0)
+    const = np.full((6, 32, 32, 3), 0.37, np.float32)
+    np.testing.assert_allclose(driver.augment_batch(const, rng), 0.37, atol=1e-6)   # nearest fill
+    x = rng.random((50, 32, 32, 3)).astype(np.float32)
+    y = driver.augment_batch(x, np.random.default_rng(5))
+    assert y.min() >= x.min() - 1e-6 and y.max() <= x.max() + 1e-6      # bilinear: convex combinations
+    assert np.all(np.abs(y - x).reshape(50, -1).mean(axis=1) > 0.01)   # every image transformed
+    np.testing.assert_array_equal(y, driver.augment_batch(x, np.random.default_rng(5)))  # seeded
+
+
+def test_svhn_preprocess_and_train(svhn_dir, tmp_path):
+    import h5py
+
+    from importance_learning import svhn, svhn_preprocess
+
+    shapes = svhn_preprocess.main(["--data-dir", str(svhn_dir), "--out-dir", str(tmp_path),
+                                   "--val-per-class", "5"])
+    assert shapes == {"X_train": (120, 32, 32, 1), "X_val": (50, 32, 32, 1), "X_test": (30, 32, 32, 1)}
+    from scipy import io
+    mat = io.loadmat(svhn_dir / "test_32x32.mat")
+    with h5py.File(tmp_path / "SVHN_single_grey_without_extra.h5") as h5:
+        assert set(h5) == {"X_train", "y_train", "X_val", "y_val", "X_test", "y_test"}
+        grey = np.asarray(h5["X_test"])
+        assert grey.dtype == np.float32 and h5["y_test"].dtype == np.float64
+        expected = np.dot(mat["X"].transpose(3, 0, 1, 2), [0.2989, 0.5870, 0.1140])[..., None]
+        np.testing.assert_allclose(grey, expected, rtol=1e-6)                 # unscaled grey
+        labels = mat["y"].reshape(-1) % 10                                   # 10 -> 0
+        np.testing.assert_array_equal(np.argmax(h5["y_test"], 1), labels)
+        assert np.all(np.bincount(np.argmax(h5["y_val"], 1), minlength=10) == 5)   # balanced
+    with h5py.File(tmp_path / "SVHN_single_without_extra.h5") as h5:
+        assert h5["X_train"].shape == (120, 32, 32, 3) and h5["X_train"].dtype == np.uint8
+    result = svhn.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "run"), "--batch-size", "50",
+                        "--noise", "0.25", "--epochs", "1", "--pretrain-epochs", "1", "--lower-steps", "1",
+                        "--quiet"])
+    m = result["metrics"]
+    assert m["training_points"] == 100 and m["corrupt"] == 25          # 120 truncated to 2 x 50
+    # ceil formula: 30 test points / (1 batch x 50)
+    assert result["config"]["eval_rounding"] == "ceil" and m["test_accuracy"] <= 60.0 + 1e-9
+    assert m["test_accuracy"] == pytest.approx(m["test_accuracy_exact"] * 30 / 50)
+    assert result["published"]["mean"] == 88.12
+
+
+def _cli(*args, env_extra=None, cwd=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=300)
+
+
+def test_bad_input_exits_2_without_traceback(tmp_path):
+    (tmp_path / "train_32x32.mat").write_bytes(b"not a matlab file")
+    proc = _cli("importance_learning.svhn_preprocess", "--data-dir", str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "test_32x32.mat" in proc.stderr or "train_32x32.mat" in proc.stderr
+    proc = _cli("importance_learning.svhn", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"),
+                env_extra={"PENALTY_TF_DATA": str(tmp_path), "KERAS_HOME": str(tmp_path)})
+    assert proc.returncode == 2 and "SVHN_single_grey_without_extra.h5 not found" in proc.stderr
+    assert "svhn_preprocess" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _cli("importance_learning.mnist", "--noise", "1.5", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "--noise" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _cli("importance_learning.mnist", "--method", "rmd")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_cifar10_wrn_end_to_end_tiny(cifar_dir, tmp_path):
+    from importance_learning import cifar10_wrn
+
+    result = cifar10_wrn.main(["--data-dir", str(cifar_dir), "--out", str(tmp_path), "--depth", "10", "--width", "1",
+                               "--val-per-class", "2", "--batch-size", "10", "--test-size", "20", "--epochs", "1",
+                               "--quiet"])
+    m, c = result["metrics"], result["config"]
+    assert c["noise"] == 0.36 and c["lower_steps"] == 1 and c["lower_optimizer"] == "sgd"
+    assert result["published"]["mean"] == 87.41
+    assert m["training_points"] == 180 and m["corrupt"] == int(0.36 * 180)
+    assert m["epochs"][0]["upper_iterations"] == 18
+    assert np.isfinite(m["epochs"][0]["f"]) and 0 <= m["test_accuracy"] <= 100
+    x = np.random.default_rng(0).random((5, 32, 32, 3)).astype(np.float32)
+    y = cifar10_wrn.crop_flip(x, np.random.default_rng(1))
+    assert y.shape == x.shape and not np.array_equal(x, y)
