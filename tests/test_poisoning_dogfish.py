@@ -204,7 +204,7 @@ def test_extract_features_writes_both_files(dogfish_run):
 
     model = feature_model(str(root / "inception_random.weights.h5"), SIZE)
     x = dogfish.load_dogfish(root).x_train
-    np.testing.assert_allclose(train, model(x, training=False).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(train, model(x, training=False).numpy(), rtol=1e-3, atol=1e-3)
 
 
 def test_clean_label_end_to_end(dogfish_run):
