@@ -494,11 +494,13 @@ def run(args: argparse.Namespace, *, experiment_name: str, train: Split, test: S
     done, history, train_seconds = 0, [], 0.0
     ckpt = out / "checkpoint.npz"
     if args.resume and ckpt.is_file():
-        meta = load_checkpoint(ckpt, state_vars)
-        if meta["config"] != experiment.to_jsonable(_checkpoint_key(config)):
+        with np.load(ckpt) as data:
+            saved = json.loads(str(data["meta"]))["config"]
+        if saved != experiment.to_jsonable(_checkpoint_key(config)):
             raise experiment.ExperimentError(
                 f"{ckpt} was written with other settings; use another --out or drop --resume.\n"
-                f"checkpoint: {meta['config']}\nthis run:   {_checkpoint_key(config)}")
+                f"checkpoint: {saved}\nthis run:   {_checkpoint_key(config)}")
+        meta = load_checkpoint(ckpt, state_vars)
         done, history, train_seconds = meta["done"], meta["history"], meta["train_seconds"]
         for name, state in meta["rng"].items():
             streams[name].bit_generator.state = state

@@ -252,3 +252,5 @@ def test_reset_classifiers_keeps_solver_state():
     assert all(np.array_equal(a, b) for a, b in zip(moments, after))
     assert any(np.abs(a).max() > 0 for a in after[2:])          # moments are non-trivial
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(nu, solver.nu))
+    solver.step(_batch(1), lower_steps=2)        # a new meta-batch of the same shapes:
+    assert solver.tracing_count() == 1            # the same compiled graph, no retracing
