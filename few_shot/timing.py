@@ -30,13 +30,15 @@ SETTINGS = {
 }
 
 
-def time_setting(dataset: str, method: str, xla: bool, repeats: int, meta_test: bool) -> dict:
+def time_setting(dataset: str, method: str, xla: bool, repeats: int, meta_test: bool,
+                 meta_batch: int | None = None) -> dict:
     import tensorflow as tf
 
     from few_shot import common
     from penalty_tf.models.few_shot import build_encoder, initial_classifiers
 
     shape, nway, kshot, tasks, enc_kwargs, iterations, lr = SETTINGS[dataset]
+    tasks = meta_batch or tasks   # a smaller meta-batch: the cost is about linear in it
     rng = np.random.default_rng(0)
     encoder = build_encoder(dataset, shape, **enc_kwargs)
     problem = common.FewShotProblem(encoder, tasks, nway, shape)
@@ -93,13 +95,17 @@ def main(argv=None):
     parser.add_argument("--method", nargs="+", default=["penalty", "approxgrad"])
     parser.add_argument("--xla", nargs="+", default=["off", "on"], choices=["off", "on"])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--meta-batch", type=int, default=None,
+                        help="override the meta-batch size (default: the original's)")
+    parser.add_argument("--no-meta-test", action="store_true")
     parser.add_argument("--out", default="runs/few_shot_timing")
     args = parser.parse_args(argv)
     rows = []
     for dataset in args.dataset:
         for method in args.method:
             for xla in args.xla:
-                row = time_setting(dataset, method, xla == "on", args.repeats, meta_test=True)
+                row = time_setting(dataset, method, xla == "on", args.repeats,
+                                   meta_test=not args.no_meta_test, meta_batch=args.meta_batch)
                 rows.append(row)
                 print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()},
                       flush=True)
