@@ -53,7 +53,7 @@ SPEC = driver.DatasetSpec(
                         pretrain_epochs=101, pretrain_lr=1e-4, init_low=0.2, init_high=0.8,
                         train_rounding="floor", eval_rounding="floor"),
         "approxgrad": dict(noise=0.25, lr_u=1.0, lr_v=1e-5, lr_p=1e-4, sig=1e-3, epochs=201,
-                           lower_steps=1, linear_steps=1, halve_every=20, pretrain_epochs=101,
+                           lower_steps=1, halve_every=20, pretrain_epochs=101,
                            pretrain_lr=1e-3, init_low=0.2, init_high=0.8, train_rounding="ceil",
                            eval_rounding="ceil"),
     })

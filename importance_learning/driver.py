@@ -97,7 +97,7 @@ HYPER = {
     "lr_v": (float, "Adam learning rate of the classifier (lower level)"),
     "lr_p": (float, "ApproxGrad: Adam learning rate of the linear-system vector p"),
     "sig": (float, "ApproxGrad: sigma of the linear system"),
-    "linear_steps": (int, "ApproxGrad: linear-system steps per upper iteration (niter2)"),
+    "linear_steps": (int, "ApproxGrad: linear-system steps per upper iteration (niter2; default: = --lower-steps, as the original)"),
     "rho0": (float, "Penalty: initial rho"),
     "lamb0": (float, "Penalty: initial lambda"),
     "eps0": (float, "Penalty: initial tolerance eps"),

@@ -39,7 +39,7 @@ SPEC = driver.DatasetSpec(
                         pretrain_epochs=100, pretrain_lr=1e-4, init_low=0.4, init_high=0.6,
                         train_rounding="floor", eval_rounding="floor"),
         "approxgrad": dict(noise=0.25, lr_u=1.0, lr_v=1e-6, lr_p=1e-5, sig=1e-3, epochs=100,
-                           first_epoch=1, lower_steps=20, linear_steps=20, halve_every=20,
+                           first_epoch=1, lower_steps=20, halve_every=20,
                            pretrain_epochs=100, pretrain_lr=1e-3, init_low=0.4, init_high=0.6,
                            train_rounding="ceil", eval_rounding="ceil"),
     })

@@ -37,7 +37,7 @@ SPEC = driver.DatasetSpec(
                         pretrain_epochs=200, pretrain_lr=1e-5, init_low=0.2, init_high=0.8,
                         train_rounding="ceil", eval_rounding="ceil"),
         "approxgrad": dict(noise=0.5, lr_u=1.0, lr_v=1e-6, lr_p=1e-5, sig=1e-3, epochs=101,
-                           lower_steps=20, linear_steps=20, halve_every=20, pretrain_epochs=200,
+                           lower_steps=20, halve_every=20, pretrain_epochs=200,
                            pretrain_lr=1e-3, init_low=0.2, init_high=0.8, train_rounding="ceil",
                            eval_rounding="ceil"),
     })
