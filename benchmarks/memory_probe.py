@@ -34,7 +34,7 @@ working memory of the T-step iterations without the one-off cost of tracing.
 
 On failure (out of memory, a NaN, a refused estimate) it prints ``{"ok": false,
 "error": ...}`` and exits with status 1. ``--max-fraction`` refuses to start a run whose
-estimated need (RMD keeps T + 1 copies of v) exceeds that fraction of the available
+estimated need (TensorFlow, and RMD keeps T + 1 copies of v) exceeds that fraction of the available
 memory, rather than let the kernel's OOM killer pick a victim on a shared machine.
 """
 
@@ -117,16 +117,20 @@ def available_kib() -> Optional[int]:
     return None
 
 
-def estimated_kib(method: str, dim: int, lower_steps: int) -> float:
-    """A generous estimate of the working memory of one step (KiB).
+#: RSS of a process that has imported TensorFlow and traced a solver (~600 MB), KiB.
+TF_PROCESS_KIB = 700 * 1024
 
-    RMD stores T + 1 iterates of v (2·dim float32 each); measured RSS growth is up to
-    ~2.5 times that over a few steps (allocator fragmentation). The other solvers keep a
-    few vectors of the size of u and v.
+
+def estimated_kib(method: str, dim: int, lower_steps: int) -> float:
+    """A generous estimate of what the probe process will need (KiB).
+
+    TensorFlow itself, plus: RMD stores T + 1 iterates of v (2·dim float32 each), and its
+    measured RSS grows up to ~2.5 times that over a few steps (allocator fragmentation);
+    the other solvers keep a few vectors of the size of u and v.
     """
     vector_kib = 2 * dim * 4 / 1024
     copies = 2.5 * (lower_steps + 1) if method == "rmd" else 20
-    return copies * vector_kib
+    return TF_PROCESS_KIB + copies * vector_kib
 
 
 def build_parser() -> argparse.ArgumentParser:

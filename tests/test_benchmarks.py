@@ -119,6 +119,8 @@ def test_rmd_memory_grows_with_the_stored_iterates(run):
     for method in ("rmd", "penalty"):
         for t in MEMORY_TS:
             entry = memory[method][f"T{t}"]
+            if not entry["ok"] and entry["error"].startswith("MemoryError: refused"):
+                pytest.skip(f"machine short of memory: {entry['error']}")
             assert entry["ok"], entry
             assert entry["raw"]["peak_source"] == "VmHWM"  # not the parent's ru_maxrss
             assert entry["extra_mb"] > 0
