@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from penalty_tf import losses
 from penalty_tf.solvers import ApproxGrad, Penalty, PenaltySchedule, tf1_adam
 
 
@@ -33,7 +34,7 @@ def cross_entropy(model: keras.Model, x: tf.Tensor, y: tf.Tensor, training: bool
     ``training=False`` for the paper's CNNs (dropout inactive, as in the original); the WRN
     of the Ren et al. comparison passes True so that BatchNorm uses batch statistics."""
     logits = model(x, training=training)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits)
+    return losses.sparse_softmax_cross_entropy(y, logits)
 
 
 def importance_weighted_loss(model: keras.Model, slot: tf.Variable, x: tf.Tensor,

@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from penalty_tf import experiment, paper
+from penalty_tf import experiment, losses, paper
 
 NAME = "poisoning.clean_label"
 MAX_SAVED = 30
@@ -120,8 +120,8 @@ class CleanLabelProblem:
     # -- bilevel losses --------------------------------------------------------------
     def upper_loss(self, batch: dict):
         tf = self.tf
-        term1 = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(
-            labels=batch["target_wrong_label"], logits=self.logits(batch["target_features"])))
+        term1 = tf.reduce_mean(losses.softmax_cross_entropy(
+            batch["target_wrong_label"], self.logits(batch["target_features"])))
         term2 = tf.reduce_sum(tf.square(self.phi(self.u) - batch["target_features"]))
         term3 = tf.reduce_sum(tf.square(self.u - batch["base_image"]))
         return term1 + term2 + self.beta * term3
@@ -130,7 +130,7 @@ class CleanLabelProblem:
         tf = self.tf
         logits = tf.concat([self.logits(self.phi(self.u)), self.logits(batch["train_features"])], 0)
         labels = tf.concat([batch["poison_label"], batch["train_labels"]], 0)
-        return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        return tf.reduce_mean(losses.softmax_cross_entropy(labels, logits))
 
     def project(self, x):
         return self.tf.clip_by_value(x, self.low, self.high)

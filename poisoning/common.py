@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from penalty_tf import experiment, paper
+from penalty_tf import experiment, losses, paper
 
 NCLASS = 10
 DIM = 784
@@ -153,14 +153,13 @@ class PoisoningProblem:
         tf = self.tf
         logits = tf.concat([tf.matmul(self.u, self.W), tf.matmul(batch["x_train"], self.W)], 0)
         labels = tf.concat([batch["y_poison"], batch["y_train"]], 0)
-        ce = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        ce = losses.softmax_cross_entropy(labels, logits)
         return self.weight_decay() + tf.reduce_mean(ce)
 
     def upper_loss(self, batch: dict) -> Any:
         """f: ``upper_sign`` x mean CE on the validation set."""
         tf = self.tf
-        ce = tf.nn.softmax_cross_entropy_with_logits(labels=batch["y_val"],
-                                                     logits=tf.matmul(batch["x_val"], self.W))
+        ce = losses.softmax_cross_entropy(batch["y_val"], tf.matmul(batch["x_val"], self.W))
         return self.upper_sign * tf.reduce_mean(ce)
 
     # -- plain training (the original's train_simple) --------------------------------------

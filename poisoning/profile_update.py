@@ -5,9 +5,12 @@
 Times, interleaved in one process (so that machine load hits every variant alike; the
 medians and the ratios are what to read on a shared machine):
 
-* ``naive``: the same Penalty solver on a lower loss that concatenates the *inputs*
-  ``[u; X_train] @ W`` (as a direct transcription of the original does);
-* ``ours``: the poisoning module's losses (separate products, concatenated logits), graph;
+* ``naive``: the same Penalty solver on losses that concatenate the *inputs*
+  ``[u; X_train] @ W`` and use TensorFlow's fused softmax cross-entropy (as a direct
+  transcription of the original does);
+* ``fused CE``: separate products (concatenated logits) but still the fused cross-entropy,
+  whose second derivative is a batch of 1,060 tiny matmuls (see `penalty_tf.losses`);
+* ``ours``: the poisoning module's losses (separate products, log-softmax cross-entropy);
 * ``ours+xla``: the same with ``jit_compile=True``;
 * ``matmul floor``: only the 6 skinny (1,000 x 784) x (784 x 10) products that one nested-
   tape pass needs (forward X_val W, X_train W; backward X_train^T dz, X_val^T dz; the
@@ -45,18 +48,30 @@ def main(argv=None) -> dict:
     problem = common.PoisoningProblem(splits, -1.0, np.random.default_rng(0))
     W0 = problem.W.numpy()
 
+    def fused_ce(labels, logits):
+        return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
     def naive_lower(batch):
         x = tf.concat([problem.u, batch["x_train"]], 0)
         labels = tf.concat([batch["y_poison"], batch["y_train"]], 0)
-        ce = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=tf.matmul(x, problem.W))
-        return problem.weight_decay() + tf.reduce_mean(ce)
+        return problem.weight_decay() + fused_ce(labels, tf.matmul(x, problem.W))
 
-    def solver(lower, xla):
-        return Penalty(problem.upper_loss, lower, [problem.u], [problem.W], upper_optimizer=0.1,
+    def fused_lower(batch):
+        logits = tf.concat([tf.matmul(problem.u, problem.W), tf.matmul(batch["x_train"], problem.W)], 0)
+        labels = tf.concat([batch["y_poison"], batch["y_train"]], 0)
+        return problem.weight_decay() + fused_ce(labels, logits)
+
+    def fused_upper(batch):
+        return -fused_ce(batch["y_val"], tf.matmul(batch["x_val"], problem.W))
+
+    def solver(lower, xla, upper=problem.upper_loss):
+        return Penalty(upper, lower, [problem.u], [problem.W], upper_optimizer=0.1,
                        lower_optimizer=1e-3, upper_bounds=(0.0, 1.0), jit_compile=xla,
                        schedule=PenaltySchedule(rho0=10.0, lamb0=100.0, eps0=1.0, nu0=0.0))
 
-    variants = {"naive": solver(naive_lower, False), "ours": solver(problem.lower_loss, False),
+    variants = {"naive": solver(naive_lower, False, fused_upper),
+                "fused CE": solver(fused_lower, False, fused_upper),
+                "ours": solver(problem.lower_loss, False),
                 "ours+xla": solver(problem.lower_loss, True)}
     x_train, x_val = problem.batch["x_train"], problem.batch["x_val"]
 

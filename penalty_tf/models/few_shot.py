@@ -41,6 +41,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from penalty_tf import losses
+
 #: The constant input the classifier's bias multiplies (the original's ``wat``).
 BIAS_INPUT = 0.001
 #: The cosine classifier's scale.
@@ -203,5 +205,4 @@ def task_losses(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Mean cross-entropy per task: logits (T, n, N), integer labels (T, n) -> (T,).
 
     Sparse labels give the same value as the original's one-hot softmax cross-entropy."""
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels, tf.int32), logits=logits), axis=-1)
+    return tf.reduce_mean(losses.sparse_softmax_cross_entropy(labels, logits), axis=-1)
