@@ -23,7 +23,7 @@ against per-task groups for both solvers.
   ApproxGrad's p (and its Adam) persist across meta-iterations although each task slot
   holds a new task every time.
 * ApproxGrad corrects the encoder with **task 0's** implicit term only
-  (`TaskMaskedApproxGrad`, ``correction="first"``); ``--correction all`` sums over tasks.
+  (`task_zero_weights`, ``correction="first"``); ``--correction all`` sums over tasks.
 * The meta-test classifier Adam is fresh for every meta-test meta-batch, with learning
   rate 1e-3 (Penalty scripts) or lr_v (ApproxGrad scripts: 1e-2 on Omniglot).
 * Batch norm always uses the statistics of the batch at hand, per task and split,
@@ -200,44 +200,19 @@ class FewShotProblem:
         self.bias.assign(b)
 
 
-def task_masked_approxgrad_class():
-    """`ApproxGrad` whose encoder correction uses only chosen tasks of the batched p.
-
-    Defined lazily (TensorFlow is imported on first use)."""
-    from penalty_tf import autodiff
-    from penalty_tf.solvers import ApproxGrad
-
-    class TaskMaskedApproxGrad(ApproxGrad):
-        """ApproxGrad on batched per-task classifiers with the original's task-0 quirk.
-
-        The original's multi-group ApproxGrad corrects upper group i with lower group i
-        only; with one encoder group and one group per task that is task 0 alone:
-        ``grad_u f - H_{u v_0} p_0``. With the T classifiers batched into one variable the
-        core's group indexing cannot express this, so the surrogate gradient here
-        multiplies p by a one-hot task-0 mask along the task axis (axis 0 of W and b).
-        ``task_correction="all"`` uses every task (the intended hypergradient).
-        """
-
-        def __init__(self, *args, task_correction: str = "first", **kwargs):
-            if task_correction not in ("first", "all"):
-                raise ValueError(f"task_correction must be 'first' or 'all', got {task_correction!r}")
-            self.task_correction = task_correction
-            super().__init__(*args, correction="all", **kwargs)
-
-        def _surrogate_gradient(self, f_fn, g_fn):
-            import tensorflow as tf
-
-            if self.task_correction == "all":
-                return super()._surrogate_gradient(f_fn, g_fn)
-            minus_p = []
-            for p in self.linear.variables:
-                mask = tf.one_hot(0, p.shape[0], dtype=p.dtype)
-                mask = tf.reshape(mask, [-1] + [1] * (p.shape.rank - 1))
-                minus_p.append(-p * mask)
-            return autodiff.gradient_plus_hvp(f_fn, g_fn, self.lower.variables, minus_p,
-                                              self.upper.variables).grads
-
-    return TaskMaskedApproxGrad
+def task_zero_weights(lower_vars) -> list[np.ndarray]:
+    """The original's multi-group ApproxGrad corrects upper group i with lower group i only;
+    with one encoder group and one group per task that is task 0 alone:
+    ``grad_u f - H_{u v_0} p_0``. With the T classifiers batched into one variable per
+    kind, the core's group indexing cannot express this, so p is multiplied by a one-hot
+    task-0 mask along the task axis (axis 0 of W and b): ApproxGrad's ``correction_weights``.
+    """
+    out = []
+    for v in lower_vars:
+        mask = np.zeros((v.shape[0],) + (1,) * (len(v.shape) - 1), np.float32)
+        mask[0] = 1.0
+        out.append(mask)
+    return out
 
 
 @dataclasses.dataclass
@@ -273,9 +248,13 @@ def build_solver(method: str, problem: FewShotProblem, hyper: Hyper, *, correcti
         return Penalty(*args, upper_optimizer=h.lr_u, lower_optimizer=h.lr_v, schedule=schedule,
                        jit_compile=jit_compile)
     if method == "approxgrad":
-        cls = task_masked_approxgrad_class()
-        return cls(*args, upper_optimizer=h.lr_u, lower_optimizer=h.lr_v, linear_optimizer=h.lr_p,
-                   sig=h.sig, task_correction=correction, jit_compile=jit_compile)
+        from penalty_tf.solvers import ApproxGrad
+
+        if correction not in ("first", "all"):
+            raise ValueError(f"correction must be 'first' or 'all', got {correction!r}")
+        weights = task_zero_weights(problem.lower_vars) if correction == "first" else None
+        return ApproxGrad(*args, upper_optimizer=h.lr_u, lower_optimizer=h.lr_v, linear_optimizer=h.lr_p,
+                          sig=h.sig, correction="all", correction_weights=weights, jit_compile=jit_compile)
     raise ValueError(f"unknown method {method!r}")
 
 

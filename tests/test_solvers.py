@@ -286,6 +286,32 @@ def test_approxgrad_u_step_is_the_surrogate_gradient_with_indexed_correction():
     assert not np.allclose(results["indexed"], results["all"])
 
 
+
+def test_approxgrad_correction_weights_multiply_p_in_the_u_step():
+    """``correction_weights`` m: the u-step uses grad_u f - H_uv (m p); here v is one
+    (2, 2) variable whose rows are two batched 'tasks' and m keeps row 0 only."""
+    v = tf.Variable([[1.0, -1.0], [0.5, 0.2]])
+    u = tf.Variable([0.3, -0.4])
+
+    def g(batch=None):
+        return tf.reduce_sum((v - u) ** 2)            # H_uv q = -2 (q_0 + q_1)
+
+    def f(batch=None):
+        return tf.reduce_sum(v ** 2) + 0.1 * tf.reduce_sum(u ** 2)
+
+    mask = np.array([[1.0], [0.0]], np.float32)
+    solver = ApproxGrad(f, g, [u], [v], upper_optimizer=keras.optimizers.SGD(1.0),
+                        lower_optimizer=1e-2, linear_optimizer=1e-2, correction_weights=[mask])
+    u0 = u.numpy().copy()
+    solver.step(lower_steps=2, linear_steps=3)
+    p = solver.linear.variables[0].numpy()
+    assert np.abs(p[1]).max() > 1e-3                     # the masked row is not zero itself
+    np.testing.assert_allclose(u.numpy(), u0 - (0.2 * u0 + 2.0 * p[0]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="one per lower variable"):
+        ApproxGrad(f, g, [u], [v], correction_weights=[mask, mask])
+    with pytest.raises(ValueError):
+        ApproxGrad(f, g, [u], [v], correction_weights=[np.ones((3, 1), np.float32)])
+
 # -------------------------------------------------------- compilation and projection
 
 

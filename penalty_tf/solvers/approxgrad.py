@@ -29,11 +29,15 @@ Faithful quirks:
   ``correction="all"`` for the intended sum over all groups. The original's per-group
   Hessian blocks equal the full HVP used here when groups are separable (each group's
   loss depends only on its own variables and u), as in every experiment of the paper.
+* When the groups are batched into one variable (few-shot: the T task classifiers as one
+  (T, d, N) tensor) the indexed correction is expressed by ``correction_weights``: a
+  tensor per lower variable, broadcast against it, multiplying p in the surrogate
+  gradient (a one-hot along the task axis keeps task 0 only).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 
@@ -53,6 +57,8 @@ class ApproxGrad(BilevelSolver):
         the synthetic experiments).
       extra_linear_step: run one more p-step than asked (the synthetic variant's quirk).
       correction: ``"indexed"`` (faithful) or ``"all"``, see the module docstring.
+      correction_weights: optional, one tensor per lower variable (broadcastable to it):
+        the surrogate gradient is ``grad_u f - H_uv (m * p)`` with these weights m.
     """
 
     checked_quantities = ("the gradient of g w.r.t. the lower variables",
@@ -65,6 +71,7 @@ class ApproxGrad(BilevelSolver):
                  lower_vars: VariableSpec, *, upper_optimizer: OptimizerSpec = 1e-3,
                  lower_optimizer: OptimizerSpec = 1e-4, linear_optimizer: OptimizerSpec = 1e-4,
                  sig: float = 1e-3, extra_linear_step: bool = False, correction: str = "indexed",
+                 correction_weights: Sequence[Any] | None = None,
                  upper_bounds: Bounds = None, lower_bounds: Bounds = None,
                  lower_initializer: Callable[[], None] | None = None,
                  jit_compile: bool = False, check_finite: bool = True):
@@ -78,6 +85,7 @@ class ApproxGrad(BilevelSolver):
         self.sig = float(sig)
         self.extra_linear_step = extra_linear_step
         self.correction = correction
+        self.correction_weights = self._weights_for(correction_weights)
         super().__init__(upper_loss, lower_loss, lower_initializer=lower_initializer,
                          jit_compile=jit_compile, check_finite=check_finite)
 
@@ -114,16 +122,34 @@ class ApproxGrad(BilevelSolver):
         hp = autodiff.hvp(g_fn, self.lower.variables, self.linear.variables)
         return [a + self.sig * p - b for a, p, b in zip(hp, self.linear.variables, f_v)]
 
+    def _weights_for(self, weights: Sequence[Any] | None) -> list[tf.Tensor] | None:
+        """Check and convert ``correction_weights`` (one per lower variable, broadcastable)."""
+        if weights is None:
+            return None
+        variables = self.lower.variables
+        if len(weights) != len(variables):
+            raise ValueError(f"correction_weights: expected {len(variables)} tensors (one per lower "
+                             f"variable), got {len(weights)}")
+        out = []
+        for w, v in zip(weights, variables):
+            w = tf.constant(w, v.dtype)
+            tf.broadcast_static_shape(w.shape, v.shape)   # raises if not broadcastable
+            out.append(w)
+        return out
+
     def _correction_groups(self, upper_group: int) -> list[int]:
         if self.correction == "all":
             return list(range(len(self.lower.groups)))
         return [upper_group] if upper_group < len(self.lower.groups) else []
 
     def _surrogate_gradient(self, f_fn, g_fn) -> list[tf.Tensor]:
-        """``grad_u [f - <G_S, p_S>] = grad_u f - H_{u v_S} p_S`` per upper group, S = its
-        correction groups (p held constant)."""
+        """``grad_u [f - <G_S, m p_S>] = grad_u f - H_{u v_S} (m p_S)`` per upper group, S = its
+        correction groups, m = ``correction_weights`` (1 when not given), p held constant."""
         grads = []
-        lower_p = self.linear.split(self.linear.variables)
+        weighted = self.linear.variables
+        if self.correction_weights is not None:
+            weighted = [m * p for m, p in zip(self.correction_weights, weighted)]
+        lower_p = self.linear.split(weighted)
         for i, group in enumerate(self.upper.groups):
             chosen = self._correction_groups(i)
             minus_p = [-p if j in chosen else tf.zeros_like(p)
