@@ -24,6 +24,54 @@ Tensors = Sequence[tf.Tensor]
 Variables = Sequence[tf.Variable]
 
 
+class DistributedLoss:
+    """A loss bound to a batch split over the replicas of a `tf.distribute.Strategy`.
+
+    The solvers wrap ``loss(batch)`` in this object when they were built under
+    ``strategy.scope()``. Calling it, or passing it to `gradient` / `gradient_plus_hvp`,
+    evaluates ``loss`` on every replica's share of the batch (`strategy.run`) and returns
+    the MEAN over replicas, in cross-replica context:
+
+        l = 1/R sum_r l_r,     grad l = 1/R sum_r grad l_r,
+
+    which is the loss of the global batch when ``loss`` is a mean over its batch and the
+    replicas hold equally many examples (batch the dataset with ``drop_remainder=True``).
+    Every quantity the solvers use is linear in the per-replica losses except the direction
+    ``w(G)`` of `gradient_plus_hvp`, which is formed from the all-reduced global ``G``.
+
+    Args:
+      loss: ``batch -> scalar`` (the user's f or g).
+      batch: a distributed batch (`PerReplica` values from a distributed dataset) or
+        ordinary tensors (then every replica computes on the whole batch).
+      strategy: the strategy whose replicas hold the batch.
+    """
+
+    def __init__(self, loss: Callable, batch, strategy: tf.distribute.Strategy):
+        self.loss, self.batch, self.strategy = loss, batch, strategy
+
+    def map_replicas(self, fn: Callable, other: "DistributedLoss | None" = None):
+        """``fn(local_loss, local_other)`` on every replica (zero-argument callables on the
+        replica's share of the batch), its nest of tensors MEAN-reduced over replicas."""
+        def on_replica(batch, other_batch):
+            local_other = None if other is None else (lambda: other.loss(other_batch))
+            return fn(lambda: self.loss(batch), local_other)
+
+        per_replica = self.strategy.run(on_replica, args=(self.batch, None if other is None else other.batch))
+        return tf.nest.map_structure(
+            lambda x: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, x, axis=None), per_replica)
+
+    def __call__(self) -> tf.Tensor:
+        return self.map_replicas(lambda local, _: local())
+
+
+def global_mean(tensors: list[tf.Tensor]) -> list[tf.Tensor]:
+    """All-reduce MEAN over replicas inside `strategy.run` (identity outside a strategy)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tensors
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN, tensors)
+
+
 def dot(a: Tensors, b: Tensors) -> tf.Tensor:
     """Return ``<a, b> = sum_i sum(a_i * b_i)`` over two equally-shaped lists of tensors."""
     return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(a, b)])
@@ -46,7 +94,12 @@ def zeros_for_missing(grads: Sequence[tf.Tensor | None], variables: Variables) -
 
 
 def gradient(loss_fn: Callable[[], tf.Tensor], variables: Variables) -> tuple[tf.Tensor, list[tf.Tensor]]:
-    """Return ``(l, grad_w l)`` for the scalar ``l = loss_fn()`` and ``w = variables``."""
+    """Return ``(l, grad_w l)`` for the scalar ``l = loss_fn()`` and ``w = variables``.
+
+    With a `DistributedLoss`: both are means over replicas (see there).
+    """
+    if isinstance(loss_fn, DistributedLoss):
+        return loss_fn.map_replicas(lambda local, _: gradient(local, variables))
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(variables)
         loss = loss_fn()
@@ -92,7 +145,20 @@ def gradient_plus_hvp(
       lower_vars: the variables v of ``G = grad_v g``.
       direction: ``w`` (shaped like v), or a callable computing it from G.
       wrt: variables to differentiate with respect to (any of u and v).
+
+    With `DistributedLoss` losses every replica runs this pass on its share of the batch;
+    ``w`` is formed from the global ``G`` (all-reduced before ``direction`` is called), and
+    the results are averaged over replicas, so they equal the single-device pass on the
+    global batch.
+
+    Example (Penalty's v-direction with nu = 0, rho = 10)::
+
+        r = gradient_plus_hvp(lambda: f(batch), lambda: g(batch), v,
+                              lambda G: [10.0 * x for x in G], wrt=v)
+        r.grads            # grad_v f + 10 H_vv G
     """
+    if isinstance(lower_loss, DistributedLoss):
+        return _distributed_gradient_plus_hvp(upper_loss, lower_loss, lower_vars, direction, wrt)
     with tf.GradientTape(watch_accessed_variables=False) as outer:
         outer.watch(wrt)
         with tf.GradientTape(watch_accessed_variables=False) as inner:
@@ -109,8 +175,26 @@ def gradient_plus_hvp(
     return SecondOrderResult(grads, upper_value, lower_value, lower_grad)
 
 
+def _distributed_gradient_plus_hvp(upper_loss, lower_loss, lower_vars, direction, wrt):
+    """`gradient_plus_hvp` on every replica with ``w = direction(all-reduced G)``; means."""
+    def global_direction(local_grad):
+        return direction(global_mean(local_grad)) if callable(direction) else direction
+
+    def on_replica(local_lower, local_upper):
+        r = gradient_plus_hvp(local_upper, local_lower, lower_vars, global_direction, wrt)
+        return r._replace(upper_value=()) if r.upper_value is None else r
+
+    r = lower_loss.map_replicas(on_replica, upper_loss)
+    return r._replace(upper_value=None) if upper_loss is None else r
+
+
 def hvp(loss_fn: Callable[[], tf.Tensor], variables: Variables, vectors: Tensors) -> list[tf.Tensor]:
-    """Hessian-vector product ``H q = grad_v <grad_v l, q>`` with q held constant."""
+    """Hessian-vector product ``H q = grad_v <grad_v l, q>`` with q held constant.
+
+    Example::
+
+        hq = hvp(lambda: tf.reduce_sum(v ** 3), [v], [tf.ones_like(v)])   # 6 v
+    """
     return gradient_plus_hvp(None, loss_fn, variables, vectors, variables).grads
 
 

@@ -238,6 +238,9 @@ class BilevelSolver:
         self.check_finite = check_finite
         self.monitor = FiniteMonitor(self.checked_quantities, check_finite)
         self.iteration = 0
+        self.epoch = 0
+        self.stop_training = False
+        self.strategy = distribution_strategy(self.upper.variables + self.lower.variables)
         self._compiled = tf.function(self._typed_iteration, jit_compile=jit_compile, autograph=False)
         self._compiled_many = tf.function(self._many, jit_compile=jit_compile, autograph=False)
 
@@ -268,6 +271,90 @@ class BilevelSolver:
         self._raise_if_failed(out, int(out["failed_iteration"]))
         self.iteration += int(iterations)
         return out
+
+    def trace(self, batch_spec: Any, lower_steps: int = 1, **counts: int) -> None:
+        """Trace `step` once for every batch matching ``batch_spec`` (a nest of
+        `tf.TensorSpec`, e.g. ``dataset.element_spec``; None dimensions match any size).
+
+        Batches from a `tf.data.Dataset` iterator have the same shapes except possibly the
+        last, smaller one, which would retrace `step`; after ``trace(dataset.element_spec)``
+        no batch of that dataset retraces. `run` calls it for you.
+        """
+        count_specs = [tf.TensorSpec([], tf.int32) for _ in self._counts(lower_steps, **counts)]
+        self._compiled.get_concrete_function(batch_spec, *count_specs)
+
+    def run(self, dataset: Any, epochs: int = 1, lower_steps: int = 1,
+            callbacks: Sequence[Any] = (), *, initial_epoch: int = 0,
+            verbose: int = 1, on_nonfinite: str = "stop", **counts: int) -> Any:
+        """Keras-style training loop: ``step(batch, lower_steps)`` for every batch of
+        ``dataset``, epochs ``initial_epoch … epochs - 1``, with callbacks.
+
+        See `penalty_tf.callbacks.run` for the arguments; returns a `keras.callbacks.History`
+        whose ``history`` holds the per-epoch logs.
+
+        Example::
+
+            history = solver.run(train_ds, epochs=5, lower_steps=10,
+                                 callbacks=[ptf.callbacks.TensorBoard("logs")])
+        """
+        from penalty_tf.callbacks import run
+        return run(self, dataset, epochs, lower_steps, callbacks, initial_epoch=initial_epoch,
+                   verbose=verbose, on_nonfinite=on_nonfinite, **counts)
+
+    def state_variables(self) -> list[tf.Variable]:
+        """Every `tf.Variable` of the solver's own state, in a fixed order: each optimizer's
+        variables (step counter, learning rate, moments), the auxiliary variables of a
+        solver (ApproxGrad's p) and the solver's schedule variables (Penalty's rho, lambda,
+        eps, nu; RMD's step sizes). Not included: the problem's u and v (`variables`).
+
+        Saving these together with `variables` (see `checkpoint`) and restoring them
+        continues a run exactly.
+        """
+        state = []
+        for level in self.levels():
+            for opt in level.optimizers:
+                state += [as_tf_variable(v) for v in opt.variables]
+        for level in self.levels()[2:]:
+            state += level.variables
+        return state + list(self._schedule_variables())
+
+    def _schedule_variables(self) -> list[tf.Variable]:
+        """The variables of a subclass's schedule (Penalty: rho, lambda, eps, nu)."""
+        return []
+
+    def variables(self) -> list[tf.Variable]:
+        """The problem's variables: u (every upper group) followed by v."""
+        return self.upper.variables + self.lower.variables
+
+    def checkpoint(self, **extra: Any) -> tf.train.Checkpoint:
+        """A `tf.train.Checkpoint` of u, v, `state_variables`, the iteration and epoch
+        counters, plus ``extra`` trackables (e.g. ``model=model`` for its non-trainable
+        variables). Before saving call `sync_counters_to_checkpoint` (done by
+        `penalty_tf.callbacks.Checkpoint`).
+
+        Example::
+
+            manager = tf.train.CheckpointManager(solver.checkpoint(), "ckpt", max_to_keep=2)
+        """
+        counters = self.__dict__.setdefault("_counter_variables", {
+            "iteration": tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration"),
+            "epoch": tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")})
+        return tf.train.Checkpoint(upper=list(self.upper.variables), lower=list(self.lower.variables),
+                                   state=self.state_variables(), **counters, **extra)
+
+    def sync_counters_to_checkpoint(self) -> None:
+        """Copy `iteration` and `epoch` into the variables `checkpoint` saves."""
+        counters = self.__dict__.get("_counter_variables")
+        if counters:
+            counters["iteration"].assign(self.iteration)
+            counters["epoch"].assign(self.epoch)
+
+    def sync_counters_from_checkpoint(self) -> None:
+        """Set `iteration` and `epoch` from the variables a restored checkpoint filled."""
+        counters = self.__dict__.get("_counter_variables")
+        if counters:
+            self.iteration = int(counters["iteration"].numpy())
+            self.epoch = int(counters["epoch"].numpy())
 
     def _counts(self, lower_steps: int) -> tuple[int, ...]:
         """The loop counts passed to `_iteration` (subclasses add their own)."""
@@ -365,8 +452,23 @@ class BilevelSolver:
 
     # -- helpers for subclasses -------------------------------------------------------
     def _bind(self, batch: Any) -> tuple[Callable[[], tf.Tensor], Callable[[], tf.Tensor]]:
-        """Zero-argument closures ``f()`` and ``g()`` on the given batch."""
+        """Zero-argument closures ``f()`` and ``g()`` on the given batch (under a
+        `tf.distribute` strategy: `autodiff.DistributedLoss` objects, means over replicas)."""
+        if self.strategy is not None:
+            return (autodiff.DistributedLoss(self.upper_loss, batch, self.strategy),
+                    autodiff.DistributedLoss(self.lower_loss, batch, self.strategy))
         return (lambda: self.upper_loss(batch)), (lambda: self.lower_loss(batch))
+
+    def _bind_lower_steps(self, batch: Any, bound: tuple[Callable, Callable]) -> tuple[Callable, Callable]:
+        """f and g for the steps that differentiate w.r.t. v only (lower steps, and
+        ApproxGrad's linear-system steps): on ``lower_step_batch(batch)``, computed once per
+        iteration, when the solver was given that hook; else ``bound`` (f and g on ``batch``)."""
+        hook = getattr(self, "lower_step_batch", None)
+        if hook is None:
+            return bound
+        if self.strategy is not None:
+            raise NotImplementedError("lower_step_batch is not supported under a tf.distribute strategy")
+        return self._bind(hook(batch))
 
     @staticmethod
     def _loop(n: tf.Tensor, body: Callable[[tf.Tensor, Any], Any], state: Any) -> Any:
@@ -386,6 +488,24 @@ class BilevelSolver:
 
     def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         raise NotImplementedError
+
+
+def distribution_strategy(variables: Sequence[tf.Variable]) -> tf.distribute.Strategy | None:
+    """The `tf.distribute` strategy whose scope the solver is built in, or None.
+
+    Under a strategy (other than the default one) every variable of the problem must have
+    been created in its scope (``with strategy.scope(): model = ...``), so that it is
+    mirrored across replicas.
+    """
+    if not tf.distribute.has_strategy():
+        return None
+    strategy = tf.distribute.get_strategy()
+    plain = [v.name for v in variables if not isinstance(v, tf.distribute.DistributedValues)]
+    if plain:
+        raise ValueError(f"the solver is built under {type(strategy).__name__}.scope() but these "
+                         f"variables were created outside it: {plain[:5]}; create the model and "
+                         "every variable of the problem under the same strategy.scope()")
+    return strategy
 
 
 def snapshot(variables: Sequence[tf.Variable]) -> list[np.ndarray]:

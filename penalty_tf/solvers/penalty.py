@@ -100,6 +100,11 @@ class Penalty(BilevelSolver):
         every step on that level (TF1's variable constraints in the original).
       lower_initializer: callable re-initialising v for `reset_lower` (default: restore the
         values v had when the solver was built).
+      lower_step_batch: optional ``batch -> batch'`` evaluated once per iteration, before the
+        lower steps, whose result the losses receive during the lower steps. Those steps
+        differentiate w.r.t. v only, so whatever depends on u and the batch alone (e.g. the
+        features of an upper-level encoder) can be computed there once instead of T times;
+        the losses must accept both forms. Same maths, fewer passes (few-shot learning).
       jit_compile: compile the step with XLA.
       check_finite: raise `NonFiniteError` when a loss or gradient is NaN/Inf.
     """
@@ -117,7 +122,9 @@ class Penalty(BilevelSolver):
                  lower_optimizer: OptimizerSpec = 1e-4,
                  schedule: PenaltySchedule = PenaltySchedule(), upper_bounds: Bounds = None,
                  lower_bounds: Bounds = None, lower_initializer: Callable[[], None] | None = None,
+                 lower_step_batch: Callable[[Any], Any] | None = None,
                  jit_compile: bool = False, check_finite: bool = True):
+        self.lower_step_batch = lower_step_batch
         self.upper = Level(upper_vars, upper_optimizer, upper_bounds, "upper_vars")
         self.lower = Level(lower_vars, lower_optimizer, lower_bounds, "lower_vars")
         self.schedule = schedule
@@ -149,6 +156,10 @@ class Penalty(BilevelSolver):
         return {"rho": float(self.rho.numpy()), "lamb": float(self.lamb.numpy()),
                 "eps": float(self.eps.numpy()), "lr_upper": self.upper.learning_rates(),
                 "lr_lower": self.lower.learning_rates()}
+
+    def _schedule_variables(self) -> list[tf.Variable]:
+        """rho, lambda, eps and nu (one per lower variable), for `state_variables`."""
+        return [self.rho, self.lamb, self.eps, *self.nu]
 
     # -- the compiled iteration --------------------------------------------------------
     def _state(self) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
@@ -188,12 +199,13 @@ class Penalty(BilevelSolver):
 
     def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         f_fn, g_fn = self._bind(batch)
+        lower_f, lower_g = self._bind_lower_steps(batch, (f_fn, g_fn))
         u, v = self.upper.variables, self.lower.variables
         check, names = self.monitor.check, self.checked_quantities
         rho, lamb, nu = self._state()
 
         def lower_step(k, status):
-            grads, r = self._directions(f_fn, g_fn, v, v, rho, lamb, nu)
+            grads, r = self._directions(lower_f, lower_g, v, v, rho, lamb, nu)
             grads = self._add_lambda_g(grads, r.lower_grad, lamb)
             status = check(status, names[0], grads, k)
             self.lower.apply(grads)

@@ -63,6 +63,10 @@ class RMD(BilevelSolver):
         if lower is not None:
             self.lower_lr.assign(lower)
 
+    def _schedule_variables(self) -> list[tf.Variable]:
+        """The step sizes lr_u and lr_v, for `state_variables`."""
+        return [self.upper_lr, self.lower_lr]
+
     def reset(self) -> None:
         """Step sizes back to their initial values (RMD has no other state)."""
         self.set_learning_rates(self._initial_lrs[0], self._initial_lrs[1])
