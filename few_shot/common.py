@@ -96,6 +96,15 @@ class MetaBatch(NamedTuple):
     query_labels: np.ndarray
 
 
+class FeatureBatch(NamedTuple):
+    """A meta-batch whose images were replaced by encoder features (T, n, d)."""
+
+    support: Any
+    support_labels: Any
+    query: Any
+    query_labels: Any
+
+
 class TaskSampler:
     """The original's ``get_tasks`` (REFERENCE.md §3.5.4) on one split.
 
@@ -176,19 +185,31 @@ class FewShotProblem:
     def lower_vars(self):
         return [self.weights, self.bias]
 
-    def _loss(self, images, labels):
+    def _loss(self, inputs, labels, are_features: bool):
         import tensorflow as tf
 
         from penalty_tf.models.few_shot import cosine_logits, task_losses
 
-        return tf.reduce_mean(task_losses(cosine_logits(self.encoder(images), self.weights, self.bias),
-                                          labels))
+        features = inputs if are_features else self.encoder(inputs)
+        return tf.reduce_mean(task_losses(cosine_logits(features, self.weights, self.bias), labels))
 
     def lower_loss(self, batch):
-        return self._loss(batch[0], batch[1])
+        """g: mean over tasks of the support cross-entropy."""
+        return self._loss(batch[0], batch[1], isinstance(batch, FeatureBatch))
 
     def upper_loss(self, batch):
-        return self._loss(batch[2], batch[3])
+        """f: mean over tasks of the query cross-entropy."""
+        return self._loss(batch[2], batch[3], isinstance(batch, FeatureBatch))
+
+    def features_batch(self, batch) -> "FeatureBatch":
+        """The meta-batch with the images replaced by their encoder features, (T, n, d).
+
+        The solvers' ``lower_step_batch`` hook: the lower steps (and ApproxGrad's linear
+        steps) differentiate w.r.t. the classifiers only and the encoder (u) does not change
+        during them, so the features are computed once per meta-iteration instead of at
+        every one of the T steps (the original recomputed them). Same values: the batch-
+        statistics batch norm sees the same per-task batches either way."""
+        return FeatureBatch(self.encoder(batch[0]), batch[1], self.encoder(batch[2]), batch[3])
 
     def reset_classifiers(self, rng: np.random.Generator) -> None:
         """Fresh W ~ N(0, 0.01^2), b = 0.001 (the original's ``reset_v_func``); the bilevel
@@ -234,10 +255,14 @@ class Hyper:
 
 
 def build_solver(method: str, problem: FewShotProblem, hyper: Hyper, *, correction: str = "first",
-                 jit_compile: bool = False):
+                 features_once: bool = True, jit_compile: bool = False):
     """Multi-group Penalty (learning rates x0.99 on convergence) or ApproxGrad (task-0
-    correction by default) on the problem, with TF1 Adam everywhere."""
+    correction by default) on the problem, with TF1 Adam everywhere. ``features_once``:
+    the lower steps use features computed once per meta-iteration
+    (`FewShotProblem.features_batch`); False recomputes them at every step as the original."""
     from penalty_tf.solvers import Penalty, PenaltySchedule
+
+    features = problem.features_batch if features_once else None
 
     h = hyper
     args = (problem.upper_loss, problem.lower_loss, problem.upper_vars, problem.lower_vars)
@@ -246,7 +271,7 @@ def build_solver(method: str, problem: FewShotProblem, hyper: Hyper, *, correcti
                                                c_rho=h.c_rho, c_lamb=h.c_lamb, c_eps=h.c_eps,
                                                lr_decay=h.lr_decay)
         return Penalty(*args, upper_optimizer=h.lr_u, lower_optimizer=h.lr_v, schedule=schedule,
-                       jit_compile=jit_compile)
+                       lower_step_batch=features, jit_compile=jit_compile)
     if method == "approxgrad":
         from penalty_tf.solvers import ApproxGrad
 
@@ -254,7 +279,8 @@ def build_solver(method: str, problem: FewShotProblem, hyper: Hyper, *, correcti
             raise ValueError(f"correction must be 'first' or 'all', got {correction!r}")
         weights = task_zero_weights(problem.lower_vars) if correction == "first" else None
         return ApproxGrad(*args, upper_optimizer=h.lr_u, lower_optimizer=h.lr_v, linear_optimizer=h.lr_p,
-                          sig=h.sig, correction="all", correction_weights=weights, jit_compile=jit_compile)
+                          sig=h.sig, correction="all", correction_weights=weights,
+                          lower_step_batch=features, jit_compile=jit_compile)
     raise ValueError(f"unknown method {method!r}")
 
 

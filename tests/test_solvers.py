@@ -436,3 +436,37 @@ def test_bad_arguments():
         GD(q.f, q.g, q.u, q.v, upper_bounds=(1.0, 0.0))
     with pytest.raises(ValueError, match="no variables"):
         GD(q.f, q.g, [], q.v)
+
+
+@pytest.mark.parametrize("cls", [Penalty, ApproxGrad])
+def test_lower_step_batch_hook_gives_the_same_iterates(cls):
+    """Features of u computed once per iteration (the hook) = recomputed at every lower step."""
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(size=(20, 4)), tf.float32)
+    y = tf.constant(rng.normal(size=(20, 1)), tf.float32)
+    runs = []
+    for hook in (False, True):
+        u = tf.Variable(rng.normal(size=(4, 3)).astype(np.float32) if not runs else runs[0][2])
+        v = tf.Variable(np.zeros((3, 1), np.float32))
+        seen = []
+
+        def features(batch):
+            return batch["features"] if "features" in batch else tf.tanh(batch["x"] @ u)
+
+        def g(batch):
+            seen.append(sorted(batch))
+            return tf.reduce_mean((features(batch) @ v - batch["y"]) ** 2) + 0.1 * tf.reduce_sum(v ** 2)
+
+        def f(batch):
+            return tf.reduce_mean((features(batch) @ v - 0.5 * batch["y"]) ** 2)
+
+        solver = cls(f, g, [u], [v], upper_optimizer=1e-2, lower_optimizer=1e-1,
+                     lower_step_batch=(lambda b: {"features": tf.tanh(b["x"] @ u), "y": b["y"]}) if hook else None)
+        u0 = u.numpy().copy()
+        for _ in range(3):
+            solver.step({"x": x, "y": y}, lower_steps=4)
+        runs.append((u.numpy(), v.numpy(), u0))
+        assert (["features", "y"] in seen) == hook      # the lower steps got the features
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-5, atol=1e-6)
+    assert np.abs(runs[0][0] - runs[0][2]).max() > 1e-3

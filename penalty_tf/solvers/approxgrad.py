@@ -59,6 +59,8 @@ class ApproxGrad(BilevelSolver):
       correction: ``"indexed"`` (faithful) or ``"all"``, see the module docstring.
       correction_weights: optional, one tensor per lower variable (broadcastable to it):
         the surrogate gradient is ``grad_u f - H_uv (m * p)`` with these weights m.
+      lower_step_batch: as for `Penalty`; here it also serves ``grad_v f`` and the
+        linear-system steps (all w.r.t. v only).
     """
 
     checked_quantities = ("the gradient of g w.r.t. the lower variables",
@@ -74,7 +76,9 @@ class ApproxGrad(BilevelSolver):
                  correction_weights: Sequence[Any] | None = None,
                  upper_bounds: Bounds = None, lower_bounds: Bounds = None,
                  lower_initializer: Callable[[], None] | None = None,
+                 lower_step_batch: Callable[[Any], Any] | None = None,
                  jit_compile: bool = False, check_finite: bool = True):
+        self.lower_step_batch = lower_step_batch
         if correction not in ("indexed", "all"):
             raise ValueError(f"correction must be 'indexed' or 'all', got {correction!r}")
         self.upper = Level(upper_vars, upper_optimizer, upper_bounds, "upper_vars")
@@ -160,21 +164,22 @@ class ApproxGrad(BilevelSolver):
     def _iteration(self, batch: Any, lower_steps: tf.Tensor,
                    linear_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         f_fn, g_fn = self._bind(batch)
+        lower_f, lower_g = self._bind_lower_steps(batch, (f_fn, g_fn))
         v = self.lower.variables
         check, names = self.monitor.check, self.checked_quantities
 
         def lower_step(k, status):
-            _, grads = autodiff.gradient(g_fn, v)
+            _, grads = autodiff.gradient(lower_g, v)
             status = check(status, names[0], grads, k)
             self.lower.apply(grads)
             return status
 
         status = self._loop(lower_steps, lower_step, self.monitor.initial())
-        _, f_v = autodiff.gradient(f_fn, v)
+        _, f_v = autodiff.gradient(lower_f, v)
 
         def linear_step(k, status):
-            r = self._residual(g_fn, f_v)
-            hr = autodiff.hvp(g_fn, v, r)
+            r = self._residual(lower_g, f_v)
+            hr = autodiff.hvp(lower_g, v, r)
             grads = [2.0 * (a + self.sig * b) for a, b in zip(hr, r)]
             status = check(status, names[1], grads, k)
             self.linear.apply(grads)
