@@ -28,14 +28,19 @@ _LAZY = {
     "PenaltySchedule": "penalty_tf.solvers", "RMD": "penalty_tf.solvers", "tf1_adam": "penalty_tf.solvers",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+#: Submodules reachable as attributes (``ptf.callbacks.TensorBoard``, ``ptf.losses``, ...).
+_SUBMODULES = ("autodiff", "callbacks", "datasets", "losses", "models", "solvers")
+
+__all__ = sorted(_LAZY) + list(_SUBMODULES) + ["__version__"]
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"penalty_tf.{name}")
     raise AttributeError(f"module 'penalty_tf' has no attribute {name!r}")
 
 
