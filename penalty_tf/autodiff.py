@@ -200,7 +200,13 @@ def hvp(loss_fn: Callable[[], tf.Tensor], variables: Variables, vectors: Tensors
 
 def mixed_vp(loss_fn: Callable[[], tf.Tensor], upper_vars: Variables, lower_vars: Variables,
              vectors: Tensors) -> list[tf.Tensor]:
-    """Mixed product ``H_uv q = grad_u <grad_v l, q>`` with q (shaped like v) held constant."""
+    """Mixed product ``H_uv q = grad_u <grad_v l, q>`` with q (shaped like v) held constant.
+
+    Example::
+
+        # l = u * v^2  ->  grad_v l = 2 u v, H_uv q = 2 v q
+        mixed_vp(lambda: tf.reduce_sum(u * v ** 2), [u], [v], [q])
+    """
     return gradient_plus_hvp(None, loss_fn, lower_vars, vectors, upper_vars).grads
 
 

@@ -39,11 +39,25 @@ AFTER_LOWER_LOOP = STATUS_STRIDE - 1
 
 
 class NonFiniteError(FloatingPointError):
-    """A loss or gradient became NaN or infinite during a solver step."""
+    """A loss or gradient became NaN or infinite during a solver step.
+
+    The message names the quantity, the lower step and the upper iteration. `run` stops on
+    it (see `penalty_tf.callbacks.run`); with `step`, catch it and restore a checkpoint::
+
+        try:
+            solver.step(batch, lower_steps=10)
+        except ptf.NonFiniteError as error:
+            print(error); manager.checkpoint.restore(manager.latest_checkpoint)
+    """
 
 
 def tf1_adam(learning_rate: float) -> keras.optimizers.Adam:
-    """Keras 3 Adam with TF1's defaults (beta1 0.9, beta2 0.999, epsilon 1e-8)."""
+    """Keras 3 Adam with TF1's defaults (beta1 0.9, beta2 0.999, epsilon 1e-8).
+
+    ``m <- b1 m + (1-b1) d``, ``s <- b2 s + (1-b2) d^2``,
+    ``w <- w - lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(s) + 1e-8)``. A float learning rate given
+    to a solver becomes this optimizer. Example: ``Penalty(..., upper_optimizer=tf1_adam(3.0))``.
+    """
     return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.9, beta_2=0.999,
                                  epsilon=TF1_ADAM_EPSILON)
 
@@ -247,6 +261,17 @@ class BilevelSolver:
     # -- public API -------------------------------------------------------------------
     def step(self, batch: Any = None, lower_steps: int = 1, **counts: int) -> dict[str, tf.Tensor]:
         """One upper-level iteration (one graph call); returns a dict of scalar tensors.
+
+        ``lower_steps`` = T updates of v, then one update of u, each on the solver's
+        objective (see the subclass), all evaluated on ``batch``, which is passed to
+        ``upper_loss(batch)`` and ``lower_loss(batch)`` unchanged (any nest of tensors,
+        e.g. an element of a `tf.data.Dataset`; None for losses that need no batch).
+        Batches of equal shapes and any T reuse one traced graph.
+
+        Example::
+
+            out = solver.step((x, y, x_val, y_val), lower_steps=20)
+            float(out["f"]), float(out["g"])
 
         Raises `NonFiniteError` naming the iteration, the lower step and the quantity if a
         loss or gradient became NaN or infinite (unless ``check_finite=False``).

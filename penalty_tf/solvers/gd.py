@@ -18,7 +18,17 @@ from penalty_tf.solvers.base import (Bounds, BilevelSolver, Level, Loss, Optimiz
 
 
 class GD(BilevelSolver):
-    """Alternating Adam steps: T on g w.r.t. v, one on f w.r.t. u. Arguments as `Penalty`."""
+    """Alternating Adam steps: T on g w.r.t. v, one on f w.r.t. u. Arguments as `Penalty`.
+
+    ``v <- Adam(v, grad_v g)`` T times, then ``u <- Adam(u, grad_u f)`` (the partial
+    gradient, ignoring how v depends on u); each followed by the box projection.
+
+    Example::
+
+        solver = GD(upper_loss, lower_loss, [u], model.trainable_variables,
+                    upper_optimizer=1e-3, lower_optimizer=1e-4)
+        out = solver.step(batch, lower_steps=10)      # out["f"], out["g"]
+    """
 
     checked_quantities = ("the gradient of g w.r.t. the lower variables",
                           "the gradient of f w.r.t. the upper variables", "f", "g")

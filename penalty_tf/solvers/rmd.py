@@ -37,6 +37,11 @@ class RMD(BilevelSolver):
       upper_lr, lower_lr: the plain gradient step sizes lr_u and lr_v.
       exact: include the first step's Jacobian (off by default: the original omits it).
       Other arguments as for `Penalty`.
+
+    Example::
+
+        solver = RMD(upper_loss, lower_loss, [u], [v], upper_lr=1e-3, lower_lr=1e-4, exact=True)
+        out = solver.step(batch, lower_steps=10)      # memory grows with lower_steps
     """
 
     checked_quantities = ("the gradient of g w.r.t. the lower variables",
