@@ -170,3 +170,12 @@ def test_progress_bar_prints_epochs_and_keras_early_stopping_works(capsys):
     out = capsys.readouterr().out
     assert "Epoch 1/5" in out and "Epoch 2/5" in out and "Epoch 3/5" not in out
     assert history.epoch == [0, 1]     # stopped: f did not improve by 10
+
+
+def test_run_accepts_any_iterable_of_batches():
+    a, b = Reweighting(), Reweighting()
+    batches = [tuple(t.numpy() for t in batch) for batch in a.dataset()]
+    a.solver.run(batches, epochs=2, lower_steps=2, verbose=0)
+    b.solver.run(b.dataset(), epochs=2, lower_steps=2, verbose=0)
+    np.testing.assert_allclose(a.u.numpy(), b.u.numpy(), rtol=1e-6, atol=1e-7)
+    assert a.solver.iteration == 6
