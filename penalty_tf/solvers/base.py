@@ -361,25 +361,28 @@ class BilevelSolver:
 
             manager = tf.train.CheckpointManager(solver.checkpoint(), "ckpt", max_to_keep=2)
         """
-        counters = self.__dict__.setdefault("_counter_variables", {
-            "iteration": tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration"),
-            "epoch": tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")})
         return tf.train.Checkpoint(upper=list(self.upper.variables), lower=list(self.lower.variables),
-                                   state=self.state_variables(), **counters, **extra)
+                                   state=self.state_variables(), **self._counter_variables(), **extra)
+
+    def _counter_variables(self) -> dict[str, tf.Variable]:
+        """The int64 variables that carry `iteration` and `epoch` in checkpoints."""
+        if "_counters" not in self.__dict__:
+            self._counters = {
+                "iteration": tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration"),
+                "epoch": tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")}
+        return self._counters
 
     def sync_counters_to_checkpoint(self) -> None:
         """Copy `iteration` and `epoch` into the variables `checkpoint` saves."""
-        counters = self.__dict__.get("_counter_variables")
-        if counters:
-            counters["iteration"].assign(self.iteration)
-            counters["epoch"].assign(self.epoch)
+        counters = self._counter_variables()
+        counters["iteration"].assign(self.iteration)
+        counters["epoch"].assign(self.epoch)
 
     def sync_counters_from_checkpoint(self) -> None:
         """Set `iteration` and `epoch` from the variables a restored checkpoint filled."""
-        counters = self.__dict__.get("_counter_variables")
-        if counters:
-            self.iteration = int(counters["iteration"].numpy())
-            self.epoch = int(counters["epoch"].numpy())
+        counters = self._counter_variables()
+        self.iteration = int(counters["iteration"].numpy())
+        self.epoch = int(counters["epoch"].numpy())
 
     def _counts(self, lower_steps: int) -> tuple[int, ...]:
         """The loop counts passed to `_iteration` (subclasses add their own)."""
