@@ -64,3 +64,19 @@ def test_penalty_direction_on_a_keras_model_matches_a_hand_computation():
     for a, b in zip(grad_v, expected_v):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(grad_u[0].numpy(), expected_u[0].numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_the_readme_library_example_runs_as_written():
+    """The README's first library snippet, executed verbatim: a new user can paste it."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### The library"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    solver = namespace["solver"]
+    assert solver.iteration == 1
+    assert np.isfinite(float(namespace["out"]["f"]))
+    assert float(namespace["weights"].numpy().std()) > 0.0   # u moved

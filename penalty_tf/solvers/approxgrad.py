@@ -49,6 +49,13 @@ from penalty_tf.solvers.base import (Bounds, BilevelSolver, Level, Loss, Optimiz
 class ApproxGrad(BilevelSolver):
     """ApproxGrad with Adam on v, on the linear-system vector p, and on u.
 
+    Example::
+
+        solver = ApproxGrad(upper_loss, lower_loss, upper_vars=[u], lower_vars=model.trainable_variables,
+                            upper_optimizer=1.0, lower_optimizer=1e-4, linear_optimizer=1e-5, sig=1e-3)
+        for batch in batches:
+            out = solver.step(batch, lower_steps=20, linear_steps=20)   # out["f"], out["h"]
+
     Args:
       upper_loss, lower_loss, upper_vars, lower_vars, upper_optimizer, lower_optimizer,
       upper_bounds, lower_bounds, jit_compile, check_finite: as for `Penalty`.

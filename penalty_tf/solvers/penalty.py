@@ -49,6 +49,13 @@ class PenaltySchedule:
     (rho_0 = lambda_0 = eps_0 = 1e-2, nu_0 = 1e-4, c_rho 1.1, c_lamb = c_eps = 0.9, learning
     rates x0.9). The factors multiply; the synthetic variant's divisions by c_rho are
     expressed as multiplications by 1/c_rho (equal up to float32 rounding).
+
+    Choosing values for a new problem: the defaults are tuned for the paper's importance
+    learning. With small rho0 and lamb0 the v-steps are dominated by f (weight 1 in h_lower),
+    so v drifts towards the upper problem's optimum while ``G`` stays small; and the
+    (faithful) fourth-power tolerance test may rarely pass, so rho can stay at rho0 for a
+    long time. Start with rho0 = lamb0 in 1..10 and watch ``out["g"]`` and ``out["penalty"]``
+    (docs/using_the_solver.md, section 3, "Reading the logs, and choosing the settings").
     """
 
     rho0: float = 1e-2
