@@ -290,11 +290,20 @@ def rows(groups: list[Group]) -> list[dict[str, str]]:
         out.append({
             "table": pub["table"], "experiment": g.runs[0].experiment,
             "setting": _setting_text(pub["setting"]), "method": g.runs[0].method,
-            "ours": _pm(g.mean, g.sd), "n": str(g.n), "budget": g.budget,
+            "ours": _pm(g.mean, g.sd), "n": _n_text(g), "budget": g.budget,
             "published": _pm(pub["mean"], pub.get("sd")) + spread,
             "diff (spread units)": f"{diff:+.2f}" if diff is not None else "-",
             "verdict": verdict(g.mean, pub, g.budget)})
     return out
+
+
+def _n_text(group: Group) -> str:
+    """Number of runs; names the seeds when some runs repeat a seed (not independent)."""
+    seeds = [r.config.get("seed") for r in group.runs if r.value is not None]
+    distinct = sorted({str(x) for x in seeds})
+    if len(distinct) < len(seeds):
+        return f"{len(seeds)} (seeds {', '.join(distinct)})"
+    return str(len(seeds))
 
 
 def _other_lines(other: list[Run], root: Path) -> list[str]:

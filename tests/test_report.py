@@ -79,10 +79,20 @@ def test_mixed_budget_group_is_reduced(tmp_path):
     _write(tmp_path, "a", "poisoning.untargeted", "penalty", {"poisoned_test_accuracy": 83.0},
            UNT1, epochs=5000)
     _write(tmp_path, "b", "poisoning.untargeted", "penalty", {"poisoned_test_accuracy": 85.0},
-           UNT1, epochs=100)
+           UNT1, epochs=100, seed=1)
     (group,), _ = report.aggregate(report.load_runs(tmp_path))
     assert group.budget == "reduced"
-    assert report.rows([group])[0]["verdict"] == "not comparable (reduced)"
+    row = report.rows([group])[0]
+    assert row["verdict"] == "not comparable (reduced)"
+    assert row["n"] == "2"
+
+
+def test_repeated_seed_is_named(tmp_path):
+    for name in ("a", "b"):
+        _write(tmp_path, name, "poisoning.targeted", "penalty", {"attack_success_rate": 40.8},
+               TGT2, seed=0, epochs=5001)
+    (group,), _ = report.aggregate(report.load_runs(tmp_path))
+    assert report.rows([group])[0]["n"] == "2 (seeds 0)"
 
 
 def test_malformed_and_unpublished_runs_do_not_crash(tmp_path, capsys):
