@@ -1,0 +1,74 @@
+"""Regression tests against the paper's published numbers, on real MNIST (``pytest -m paper``).
+
+Each test runs an experiment script as a user would (``python -m ...`` in a subprocess,
+seed 0) and compares the metric that the published mean measures with the published
+number; the tolerance and its reason are written next to each test.
+
+Single-seed tolerance at the full budget: the published sd is the spread over 5 runs of
+the same setting, i.e. the seed-to-seed spread, so one seed of a faithful port lies within
+2 published sd of the published mean with about 95 % probability (if ours and theirs
+have the same distribution); seed 0 was measured before the tolerances were fixed.
+
+Which tests run in CI (``bash .ci/run``, budget 30 min on 2 cores): those not marked
+``not_in_ci`` below. The others run with ``PENALTY_TF_PAPER_ALL=1 pytest -m paper``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from penalty_tf import paper, report
+
+pytestmark = pytest.mark.paper
+
+ALL = os.environ.get("PENALTY_TF_PAPER_ALL") == "1"
+not_in_ci = pytest.mark.skipif(not ALL, reason="too long for CI; set PENALTY_TF_PAPER_ALL=1")
+
+
+def run_script(module, out, data_dir, *flags, timeout=1800):
+    """Run ``python -m module flags`` (seed 0) and return its result.json as a dict."""
+    cmd = [sys.executable, "-m", module, *flags, "--seed", "0", "--data-dir", str(data_dir),
+           "--out", str(out), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}"
+    return json.loads((out / "result.json").read_text())
+
+
+def value_and_published(result):
+    """The compared metric of a result.json and its published row."""
+    return report.metric_value(result["experiment"], result["metrics"]), result["published"]
+
+
+def test_table5_untargeted_1pct_penalty_full_budget(tmp_path, shared_data_dir):
+    # Full budget (5,000 updates, T = 20): ~3.5 min on 2 cores. Seed 0 measured 83.10.
+    # Tolerance: 2 published sd = 0.86 points (single seed, see the module docstring).
+    result = run_script("poisoning.untargeted", tmp_path, shared_data_dir,
+                        "--method", "penalty", "--npoison", "10")
+    ours, pub = value_and_published(result)
+    assert pub == paper.published_dict(experiment="poisoning.untargeted", method="penalty",
+                                       npoison=10)
+    assert abs(ours - 83.29) <= 2 * 0.43, ours
+
+
+def test_table5_untargeted_1pct_label_flip(tmp_path, shared_data_dir):
+    # Label-flip baseline (no bilevel phase, ~20 s). Seed 0 measured 86.61.
+    # Tolerance: 2 published sd = 0.64 points.
+    result = run_script("poisoning.untargeted", tmp_path, shared_data_dir,
+                        "--method", "label-flip", "--npoison", "10")
+    ours, pub = value_and_published(result)
+    assert (pub["mean"], pub["sd"]) == (86.71, 0.32)
+    assert abs(ours - 86.71) <= 2 * 0.32, ours
+
+
+def test_table5_targeted_2pct_penalty_full_budget(tmp_path, shared_data_dir):
+    # Full budget (5,001 updates, T = 20): ~4 min on 2 cores. Seed 0 measured 40.8.
+    # Tolerance: 2 published sd = 8.86 points (attack success on ~980 test eights varies
+    # a lot between seeds: the published sd is 4.43).
+    result = run_script("poisoning.targeted", tmp_path, shared_data_dir,
+                        "--method", "penalty", "--npoison", "20")
+    ours, pub = value_and_published(result)
+    assert (pub["mean"], pub["sd"]) == (41.64, 4.43)
+    assert abs(ours - 41.64) <= 2 * 4.43, ours
