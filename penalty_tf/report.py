@@ -20,8 +20,11 @@ Which metric is compared (the one the published mean measures):
 Budget rule ("full" or "reduced"): a run is *full* when every budget flag in its config
 is at least the original's value for that script and method, and no subset flag
 (``train_size``, ``test_size``) is set; otherwise *reduced*. The original's values are in
-:data:`FULL_BUDGET` (importance: ``epochs`` as in each script's method defaults; poisoning:
-``epochs`` 5000 (targeted Penalty 5001) and ``retrain_steps`` 10001; few-shot:
+:data:`FULL_BUDGET` (importance: ``epochs``, ``lower_steps`` and ``pretrain_epochs`` as in
+each script's method defaults, mnist_small also ``retrain_epochs`` 500; baselines
+(oracle, val-only, train-val, label-flip) only their training schedule (``pretrain_epochs``,
+``retrain_steps``); poisoning: ``epochs`` 5000 (targeted Penalty 5001), ``lower_steps`` 20
+and ``retrain_steps`` 10001; few-shot: ``lower_steps`` 20,
 ``iterations`` 5000 for Omniglot 5-way, 10000 for 20-way, 20001 for Mini-ImageNet
 (ApproxGrad 5-shot 10001), and ``test_tasks`` 600). A flag missing from the config or
 set to ``None`` counts as the script's default, i.e. full. A group of seeds is full only
@@ -59,18 +62,19 @@ __all__ = ["Run", "Group", "load_runs", "metric_value", "budget", "aggregate",
            "difference", "verdict", "render_markdown", "render_csv", "main"]
 
 FULL_BUDGET: dict[tuple[str, str], dict[str, int]] = {
-    ("importance_learning.mnist_small", "*"): {"epochs": 100},
-    ("importance_learning.mnist", "penalty"): {"epochs": 101},
-    ("importance_learning.mnist", "approxgrad"): {"epochs": 100},
-    ("importance_learning.cifar10", "penalty"): {"epochs": 200},
-    ("importance_learning.cifar10", "approxgrad"): {"epochs": 201},
-    ("importance_learning.svhn", "*"): {"epochs": 101},
-    ("importance_learning.cifar10_wrn", "*"): {"epochs": 40},
-    ("poisoning.untargeted", "*"): {"epochs": 5000, "retrain_steps": 10001},
-    ("poisoning.targeted", "penalty"): {"epochs": 5001, "retrain_steps": 10001},
-    ("poisoning.targeted", "*"): {"epochs": 5000, "retrain_steps": 10001},
-    ("few_shot.omniglot", "*"): {"test_tasks": 600},
-    ("few_shot.miniimagenet", "*"): {"test_tasks": 600},
+    ("importance_learning.mnist_small", "*"): {"epochs": 100, "lower_steps": 20,
+                                               "pretrain_epochs": 100, "retrain_epochs": 500},
+    ("importance_learning.mnist", "penalty"): {"epochs": 101, "lower_steps": 20, "pretrain_epochs": 100},
+    ("importance_learning.mnist", "approxgrad"): {"epochs": 100, "lower_steps": 20, "pretrain_epochs": 100},
+    ("importance_learning.cifar10", "penalty"): {"epochs": 200, "lower_steps": 20, "pretrain_epochs": 101},
+    ("importance_learning.cifar10", "approxgrad"): {"epochs": 201, "lower_steps": 1, "pretrain_epochs": 101},
+    ("importance_learning.svhn", "*"): {"epochs": 101, "lower_steps": 20, "pretrain_epochs": 200},
+    ("importance_learning.cifar10_wrn", "*"): {"epochs": 40, "lower_steps": 1},
+    ("poisoning.untargeted", "*"): {"epochs": 5000, "lower_steps": 20, "retrain_steps": 10001},
+    ("poisoning.targeted", "penalty"): {"epochs": 5001, "lower_steps": 20, "retrain_steps": 10001},
+    ("poisoning.targeted", "*"): {"epochs": 5000, "lower_steps": 20, "retrain_steps": 10001},
+    ("few_shot.omniglot", "*"): {"test_tasks": 600, "lower_steps": 20},
+    ("few_shot.miniimagenet", "*"): {"test_tasks": 600, "lower_steps": 20},
 }
 """Budget flags and the original's value, per (experiment, method); "*" = any method."""
 
@@ -152,13 +156,17 @@ def _few_shot_iterations(experiment: str, method: str, config: dict) -> int:
 
 def full_budget(experiment: str, method: str, config: dict) -> dict[str, int]:
     """Budget flags and their full values for a run (see the module docstring)."""
-    rule = dict(FULL_BUDGET.get((experiment, method), FULL_BUDGET.get((experiment, "*"), {})))
+    rule = {}
+    for key in ((experiment, method), (experiment, "*"), (experiment, "penalty")):
+        if key in FULL_BUDGET:
+            rule = dict(FULL_BUDGET[key])
+            break
     if experiment.startswith("few_shot."):
         rule["iterations"] = _few_shot_iterations(experiment, method, config)
-    if method in BASELINES_WITHOUT_EPOCHS:
-        rule.pop("epochs", None)
-    if experiment.startswith("importance_learning.") and method not in ("penalty", "approxgrad"):
-        rule.pop("epochs", None)  # baselines have their own training schedule
+    if method in BASELINES_WITHOUT_EPOCHS or (
+            experiment.startswith("importance_learning.") and method not in ("penalty", "approxgrad")):
+        # baselines have no bilevel phase: only their training schedule counts
+        rule = {k: v for k, v in rule.items() if k in ("retrain_steps", "pretrain_epochs")}
     return rule
 
 
