@@ -72,3 +72,38 @@ def test_table5_targeted_2pct_penalty_full_budget(tmp_path, shared_data_dir):
     ours, pub = value_and_published(result)
     assert (pub["mean"], pub["sd"]) == (41.64, 4.43)
     assert abs(ours - 41.64) <= 2 * 4.43, ours
+
+
+@not_in_ci
+def test_franceschi_mnist_small_penalty_full_budget(tmp_path, shared_data_dir):
+    # Full budget (100 epochs x 25 upper iterations, T = 20, 500 retraining epochs).
+    # Seed 0 measured 90.68. The paper gives no spread for 90.77; the claim the number
+    # supports is "Penalty beats Franceschi et al.'s 90.09". Tolerance: the gap between
+    # the two published numbers, 0.68 points, on either side of 90.77 (so the lower end
+    # is exactly the claim).
+    result = run_script("importance_learning.mnist_small", tmp_path, shared_data_dir,
+                        "--method", "penalty", "--noise", "0.5")
+    ours, pub = value_and_published(result)
+    assert pub["mean"] == 90.77
+    assert 90.09 <= ours <= 90.77 + 0.68, ours
+
+
+MARGIN = 5.0  # points; see the test below
+REDUCED_MNIST = ("--noise", "0.5", "--train-size", "1000", "--test-size", "2000", "--epochs", "1")
+
+
+@not_in_ci
+def test_table3_mnist_noise50_reduced_penalty_beats_train_val(tmp_path, shared_data_dir):
+    # Reduced budget (1,000 noisy training points, 1 epoch = 5 upper iterations with T = 20,
+    # 2,000 test points; pre-training as the original): not comparable with 97.51, so the
+    # test checks the table's ordering instead: Penalty beats the train-val baseline
+    # (published 60.8 ± 2.5 vs 97.51 ± 0.07 at 50 % noise) at the same budget by at least
+    # MARGIN points.
+    penalty = run_script("importance_learning.mnist", tmp_path / "penalty", shared_data_dir,
+                         "--method", "penalty", *REDUCED_MNIST)
+    train_val = run_script("importance_learning.mnist", tmp_path / "train_val", shared_data_dir,
+                           "--method", "train-val", *REDUCED_MNIST)
+    ours, pub = value_and_published(penalty)
+    baseline, _ = value_and_published(train_val)
+    assert pub["mean"] == 97.51
+    assert ours >= baseline + MARGIN, (ours, baseline)
