@@ -89,7 +89,7 @@ def test_franceschi_mnist_small_penalty_full_budget(tmp_path, shared_data_dir):
     assert 90.09 <= ours <= 90.77 + 0.68, ours
 
 
-MARGIN = 5.0  # points; see the test below
+MARGIN = 5.0  # points; seed 0 measured Penalty 85.65 vs train-val 37.35 (~230 s + 9 s, niced)
 REDUCED_MNIST = ("--noise", "0.5", "--train-size", "1000", "--test-size", "2000", "--epochs", "1")
 
 
