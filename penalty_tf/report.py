@@ -3,7 +3,7 @@
     python -m penalty_tf.report RUNS_DIR [--format markdown|csv] [--out FILE] [--plot-dir DIR]
 
 Reads every ``result.json`` under RUNS_DIR (recursively), groups the runs of the same
-(experiment, method, setting) across seeds into mean ± sd (sample sd, ddof = 1) and n,
+(experiment, method, setting, budget) across seeds into mean ± sd (sample sd, ddof = 1) and n,
 and prints one table per paper table with the published number, the difference in
 units of the published spread, and a verdict. A PNG per table (ours vs published, error
 bars) is written to ``--plot-dir`` (default: the folder of ``--out``; no plots when
@@ -27,8 +27,9 @@ each script's method defaults, mnist_small also ``retrain_epochs`` 500; baseline
 and ``retrain_steps`` 10001; few-shot: ``lower_steps`` 20,
 ``iterations`` 5000 for Omniglot 5-way, 10000 for 20-way, 20001 for Mini-ImageNet
 (ApproxGrad 5-shot 10001), and ``test_tasks`` 600). A flag missing from the config or
-set to ``None`` counts as the script's default, i.e. full. A group of seeds is full only
-when all its runs are.
+set to ``None`` counts as the script's default, i.e. full. The budget column says
+``full`` or names the reduced flags (``reduced (epochs=10, train_size=4000)``); runs at
+different budgets are separate rows.
 
 Verdict (from the point of view of the method; ``higher_is_better`` of the published row):
 
@@ -59,7 +60,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 __all__ = ["Run", "Group", "load_runs", "metric_value", "budget", "aggregate",
-           "difference", "verdict", "render_markdown", "render_csv", "main"]
+           "budget_text", "difference", "verdict", "render_markdown", "render_csv", "main"]
 
 FULL_BUDGET: dict[tuple[str, str], dict[str, int]] = {
     ("importance_learning.mnist_small", "*"): {"epochs": 100, "lower_steps": 20,
@@ -130,6 +131,7 @@ class Group:
 
     @property
     def budget(self) -> str:
+        """``"full"`` or ``"reduced"``; the runs of a group share one budget (`aggregate`)."""
         return "full" if all(budget(r) == "full" for r in self.runs) else "reduced"
 
 
@@ -170,15 +172,26 @@ def full_budget(experiment: str, method: str, config: dict) -> dict[str, int]:
     return rule
 
 
-def budget(run: Run) -> str:
-    """``"full"`` or ``"reduced"`` by the rule of the module docstring."""
-    if any(run.config.get(flag) is not None for flag in SUBSET_FLAGS):
-        return "reduced"
+def reduced_flags(run: Run) -> dict[str, Any]:
+    """The flags that make a run reduced: subset flags that are set, budget flags below
+    the original's value (empty for a full-budget run)."""
+    flags = {f: run.config[f] for f in SUBSET_FLAGS if run.config.get(f) is not None}
     for flag, full in full_budget(run.experiment, run.method, run.config).items():
         value = run.config.get(flag)
         if value is not None and value < full:
-            return "reduced"
-    return "full"
+            flags[flag] = value
+    return dict(sorted(flags.items()))
+
+
+def budget(run: Run) -> str:
+    """``"full"`` or ``"reduced"`` by the rule of the module docstring."""
+    return "reduced" if reduced_flags(run) else "full"
+
+
+def budget_text(run: Run) -> str:
+    """``"full"``, or ``"reduced (flag=value, ...)"`` naming what was reduced."""
+    flags = reduced_flags(run)
+    return "reduced (" + ", ".join(f"{k}={v}" for k, v in flags.items()) + ")" if flags else "full"
 
 
 def _read_run(path: Path) -> Run:
@@ -219,7 +232,10 @@ def _is_single_row(published: dict) -> bool:
 
 
 def aggregate(runs: list[Run]) -> tuple[list[Group], list[Run]]:
-    """Group runs with a published row by (table, experiment, method, setting).
+    """Group runs with a published row by (table, experiment, method, setting, budget).
+
+    The budget is `budget_text`: runs at different budgets (full and reduced, or two
+    different reductions) are separate rows, never averaged together.
 
     Returns the groups in the order of the paper's registry where possible, and the
     runs without a single published row ("other runs").
@@ -231,8 +247,8 @@ def aggregate(runs: list[Run]) -> tuple[list[Group], list[Run]]:
         if not _is_single_row(pub) or run.value is None:
             other.append(run)
             continue
-        key = json.dumps([pub["table"], run.experiment, run.method, pub["setting"]],
-                         sort_keys=True)
+        key = json.dumps([pub["table"], run.experiment, run.method, pub["setting"],
+                          budget_text(run)], sort_keys=True)
         groups.setdefault(key, Group(published=pub)).runs.append(run)
     return [groups[k] for k in sorted(groups, key=_paper_order)], other
 
@@ -240,7 +256,7 @@ def aggregate(runs: list[Run]) -> tuple[list[Group], list[Run]]:
 def _paper_order(key: str) -> tuple:
     """Sort key: position of the group's published row in the registry."""
     from penalty_tf import paper
-    table, experiment, method, setting = json.loads(key)
+    table, experiment, method, setting, _ = json.loads(key)
     for i, row in enumerate(paper.PUBLISHED):
         if (row.table, row.experiment, row.method) == (table, experiment, method) \
                 and dict(row.setting) == setting:
@@ -298,7 +314,7 @@ def rows(groups: list[Group]) -> list[dict[str, str]]:
         out.append({
             "table": pub["table"], "experiment": g.runs[0].experiment,
             "setting": _setting_text(pub["setting"]), "method": g.runs[0].method,
-            "ours": _pm(g.mean, g.sd), "n": _n_text(g), "budget": g.budget,
+            "ours": _pm(g.mean, g.sd), "n": _n_text(g), "budget": budget_text(g.runs[0]),
             "published": _pm(pub["mean"], pub.get("sd")) + spread,
             "diff (spread units)": f"{diff:+.2f}" if diff is not None else "-",
             "verdict": verdict(g.mean, pub, g.budget)})
@@ -372,7 +388,8 @@ def plot_tables(groups: list[Group], plot_dir: Path) -> list[Path]:
     for table in dict.fromkeys(g.published["table"] for g in groups):
         sel = [g for g in groups if g.published["table"] == table]
         labels = [f"{g.runs[0].experiment.split('.')[-1]}\n{_setting_text(g.published['setting'])}"
-                  f"\n{g.runs[0].method}" for g in sel]
+                  f"\n{g.runs[0].method}" + ("" if g.budget == "full" else "\n(reduced)")
+                  for g in sel]
         x = list(range(len(sel)))
         fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(sel)), 4.0))
         ax.errorbar([i - 0.1 for i in x], [g.mean for g in sel], yerr=[g.sd or 0 for g in sel],

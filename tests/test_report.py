@@ -79,16 +79,26 @@ def test_budget_rule():
                               iterations=20001, test_tasks=100)) == "reduced"
 
 
-def test_mixed_budget_group_is_reduced(tmp_path):
+def test_runs_at_different_budgets_are_separate_rows(tmp_path):
     _write(tmp_path, "a", "poisoning.untargeted", "penalty", {"poisoned_test_accuracy": 83.0},
            UNT1, epochs=5000)
     _write(tmp_path, "b", "poisoning.untargeted", "penalty", {"poisoned_test_accuracy": 85.0},
            UNT1, epochs=100, seed=1)
-    (group,), _ = report.aggregate(report.load_runs(tmp_path))
-    assert group.budget == "reduced"
-    row = report.rows([group])[0]
-    assert row["verdict"] == "not comparable (reduced)"
-    assert row["n"] == "2"
+    _write(tmp_path, "c", "poisoning.untargeted", "penalty", {"poisoned_test_accuracy": 87.0},
+           UNT1, epochs=100, seed=2)
+    _write(tmp_path, "d", "poisoning.untargeted", "penalty", {"poisoned_test_accuracy": 80.0},
+           UNT1, epochs=1000, seed=3)
+    groups, _ = report.aggregate(report.load_runs(tmp_path))
+    by_budget = {r["budget"]: r for r in report.rows(groups)}
+    assert set(by_budget) == {"full", "reduced (epochs=100)", "reduced (epochs=1000)"}
+    assert by_budget["full"]["ours"] == "83.00" and by_budget["full"]["verdict"] == "within 2 sd"
+    assert by_budget["reduced (epochs=100)"]["ours"] == "86.00 ± 1.41"
+    assert by_budget["reduced (epochs=100)"]["n"] == "2"
+    assert by_budget["reduced (epochs=1000)"]["verdict"] == "not comparable (reduced)"
+    subset = report.Run(path=None, experiment="importance_learning.mnist", method="penalty",
+                        config={"epochs": 10, "train_size": 4000}, published={}, value=1.0,
+                        wall_time_s=None)
+    assert report.budget_text(subset) == "reduced (epochs=10, train_size=4000)"
 
 
 def test_repeated_seed_is_named(tmp_path):
