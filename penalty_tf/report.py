@@ -189,9 +189,19 @@ def budget(run: Run) -> str:
 
 
 def budget_text(run: Run) -> str:
-    """``"full"``, or ``"reduced (flag=value, ...)"`` naming what was reduced."""
+    """``"full"``, or ``"reduced (flag=value, ...)"`` naming what was reduced.
+
+    Importance-learning oracle / train-val baselines have no original budget; their
+    training epochs (``--epochs``) are appended, e.g. ``"full; 110 training epochs"``, so
+    that baselines trained for different lengths are never averaged together.
+    """
     flags = reduced_flags(run)
-    return "reduced (" + ", ".join(f"{k}={v}" for k, v in flags.items()) + ")" if flags else "full"
+    text = "reduced (" + ", ".join(f"{k}={v}" for k, v in flags.items()) + ")" if flags else "full"
+    epochs = run.config.get("epochs")
+    if (run.experiment.startswith("importance_learning.") and run.method in ("oracle", "train-val")
+            and epochs is not None):
+        text += f"; {epochs} training epoch" + ("" if epochs == 1 else "s")
+    return text
 
 
 def _read_run(path: Path) -> Run:

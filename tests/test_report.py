@@ -99,6 +99,10 @@ def test_runs_at_different_budgets_are_separate_rows(tmp_path):
                         config={"epochs": 10, "train_size": 4000}, published={}, value=1.0,
                         wall_time_s=None)
     assert report.budget_text(subset) == "reduced (epochs=10, train_size=4000)"
+    baseline = report.Run(path=None, experiment="importance_learning.mnist", method="train-val",
+                          config={"epochs": 110, "train_size": 4000}, published={}, value=1.0,
+                          wall_time_s=None)
+    assert report.budget_text(baseline) == "reduced (train_size=4000); 110 training epochs"
 
 
 def test_repeated_seed_is_named(tmp_path):
