@@ -10,6 +10,13 @@ on the values), for graph mode and XLA (``--xla both``):
   tolerance test) and at T = 1; the difference / (T - 1) is the cost of one lower step;
 * an ApproxGrad upper-level iteration (T lower + T linear-system steps) likewise.
 
+With ``--parts`` it also measures where a Penalty lower step's time goes, each pass as one
+compiled call on the same batch: the forward pass of g, g's gradient (forward + backward),
+g's gradient together with its Hessian-vector product ``H_vv w`` (one nested-tape pass,
+`penalty_tf.autodiff.gradient_plus_hvp`), and that pass with f's gradient on a validation
+batch added — the lower step's direction ``grad f + H (nu + rho G)`` without the optimizer
+update. ``--threads 1`` pins TensorFlow to one thread (cleaner per-op costs).
+
 Reports medians over ``--repeats`` calls after one warm-up call, and the ratios to the
 plain step. By default the clock is the process's CPU time (``--clock cpu``: seconds of
 all its threads), which other programs on a shared machine do not inflate; with ``--clock
@@ -82,6 +89,48 @@ def measure(model_name: str, lower_steps: int, batch_size: int, repeats: int, xl
     return out
 
 
+def measure_parts(model_name: str, batch_size: int, repeats: int, xla: bool, clock: str = "cpu") -> dict:
+    """Seconds of the passes that make up a Penalty lower step (see the module docstring)."""
+    import tensorflow as tf
+
+    from importance_learning.bilevel import Classifier, cross_entropy
+    from penalty_tf import autodiff
+    from penalty_tf.models import classifiers
+    from penalty_tf.solvers import tf1_adam
+    from penalty_tf.solvers.base import as_tf_variable
+
+    tf.keras.utils.set_random_seed(0)
+    model = classifiers.build(model_name)
+    shape = (batch_size,) + tuple(model.input_shape[1:])
+    rng = np.random.default_rng(0)
+    x, xv = (tf.constant(rng.random(shape, np.float32)) for _ in range(2))
+    y, yv = (tf.constant(rng.integers(0, 10, batch_size), tf.int32) for _ in range(2))
+    v = [as_tf_variable(w) for w in model.trainable_variables]
+
+    def f():
+        return tf.reduce_mean(cross_entropy(model, xv, yv))
+
+    def g():
+        return tf.reduce_mean(cross_entropy(model, x, y))
+
+    def direction(grad):
+        return [0.01 * t for t in grad]
+
+    passes = {
+        "forward": g,
+        "gradient": lambda: autodiff.gradient(g, v)[1],
+        "gradient_and_hvp": lambda: autodiff.gradient_plus_hvp(None, g, v, direction, v).grads,
+        "lower_step_direction": lambda: autodiff.gradient_plus_hvp(f, g, v, direction, v).grads,
+    }
+    train = Classifier(model, jit_compile=xla).make_train_step(tf1_adam(1e-4))
+    out = {"plain_step_s": _median_time(lambda: float(train(x, y)), repeats, clock)}
+    for name, fn in passes.items():
+        compiled = tf.function(fn, jit_compile=xla)
+        out[f"{name}_s"] = _median_time(lambda: tf.nest.map_structure(np.asarray, compiled()), repeats, clock)
+        out[f"{name}_over_plain"] = out[f"{name}_s"] / out["plain_step_s"]
+    return out
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mnist_cnn",
@@ -94,10 +143,19 @@ def main(argv=None) -> dict:
                         choices=["penalty", "approxgrad"])
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                         help="cpu: process CPU seconds (robust on a shared machine); wall: elapsed seconds")
+    parser.add_argument("--parts", action="store_true",
+                        help="also measure the passes that make up a Penalty lower step")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow intra- and inter-op threads (0: TensorFlow's default)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    if args.lower_steps < 2 or args.repeats < 1 or args.batch_size < 1:
-        raise experiment.ExperimentError("--lower-steps must be >= 2, --repeats and --batch-size >= 1")
+    if args.lower_steps < 2 or args.repeats < 1 or args.batch_size < 1 or args.threads < 0:
+        raise experiment.ExperimentError(
+            "--lower-steps must be >= 2, --repeats and --batch-size >= 1, --threads >= 0")
+    if args.threads:
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     out_dir = experiment.resolve_out_dir(args, "importance_learning.speed")
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     metrics = {}
@@ -107,6 +165,11 @@ def main(argv=None) -> dict:
             metrics[key] = measure(args.model, args.lower_steps, args.batch_size, args.repeats, xla,
                                    tuple(args.methods), args.clock)
             print(key, {k: round(v, 4) for k, v in metrics[key].items()}, flush=True)
+            if args.parts:
+                metrics[f"{key}_parts"] = measure_parts(args.model, args.batch_size, args.repeats, xla,
+                                                        args.clock)
+                print(f"{key} parts", {k: round(v, 4) for k, v in metrics[f"{key}_parts"].items()},
+                      flush=True)
     return experiment.write_result(out_dir, experiment="importance_learning.speed", method="+".join(args.methods),
                                    config=vars(args), metrics=metrics, published={},
                                    wall_time_s=timer.elapsed)

@@ -267,3 +267,27 @@ def test_cifar10_wrn_end_to_end_tiny(cifar_dir, tmp_path):
     x = np.random.default_rng(0).random((5, 32, 32, 3)).astype(np.float32)
     y = cifar10_wrn.crop_flip(x, np.random.default_rng(1))
     assert y.shape == x.shape and not np.array_equal(x, y)
+
+
+# --------------------------------------------------------------------------- speed tool
+
+
+def test_speed_tool_measures_the_lower_step_and_its_parts(tmp_path):
+    # Subprocess: --threads changes TensorFlow's process-wide thread pools.
+    cmd = [sys.executable, "-m", "importance_learning.speed", "--model", "mnist_cnn",
+           "--batch-size", "16", "--lower-steps", "3", "--repeats", "2", "--xla", "off",
+           "--methods", "penalty", "--parts", "--threads", "1", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = _result(tmp_path)["metrics"]
+    graph, parts = metrics["graph"], metrics["graph_parts"]
+    assert graph["penalty_upper_iteration_s"] > graph["penalty_upper_iteration_T1_s"] > 0
+    assert graph["penalty_lower_step_over_plain"] == pytest.approx(
+        graph["penalty_lower_step_s"] / graph["plain_step_s"])
+    # Each pass contains the previous one's work and at least one more backward pass
+    # (measured ratios to a plain step: 0.3, 0.8-1.0, 2.5-3.0, 3.2-4.0).
+    assert parts["forward_s"] < parts["gradient_s"] < parts["gradient_and_hvp_s"]
+    assert parts["gradient_s"] < parts["lower_step_direction_s"]
+    bad = subprocess.run([sys.executable, "-m", "importance_learning.speed", "--lower-steps", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--lower-steps must be >= 2" in bad.stderr
