@@ -373,6 +373,15 @@ def check_args(args: argparse.Namespace) -> None:
         raise experiment.ExperimentError(f"--linear-steps must be >= 0, got {args.linear_steps}")
 
 
+def run_metrics(result: dict, splits) -> dict:
+    """The result.json metrics both MNIST attacks report besides their Table 5 metric."""
+    return {"unit": "percent",
+            "clean_train_accuracy": 100.0 * result["clean_train_accuracy"],
+            "poisoned_train_accuracy": 100.0 * result["poisoned_train_accuracy"],
+            "splits": splits.shapes(), "timings": result["timings"],
+            "final_solver_outputs": result["bilevel"].get("final", {})}
+
+
 def write_outputs(out: Path, name: str, args: argparse.Namespace, splits: Splits,
                   result: dict[str, Any], metrics: dict[str, Any], wall: float,
                   grid_title: str) -> dict[str, Any]:

@@ -157,11 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
                                jit_compile=args.xla)
     clean, poisoned = result["clean"]["success_rate"], result["poisoned"]["success_rate"]
     metrics = {"clean_success_rate": clean, "attack_success_rate": poisoned,
-               "success_gain": poisoned - clean, "unit": "percent",
-               "clean_train_accuracy": 100.0 * result["clean_train_accuracy"],
-               "poisoned_train_accuracy": 100.0 * result["poisoned_train_accuracy"],
-               "splits": splits.shapes(), "timings": result["timings"],
-               "final_solver_outputs": result["bilevel"].get("final", {})}
+               "success_gain": poisoned - clean,
+               **common.run_metrics(result, splits)}
     if not args.quiet:
         print(f"targeted {args.method}, {args.npoison} poisons: test eights classified as 3: "
               f"{clean:.2f} % (clean) -> {poisoned:.2f} % (poisoned)")

@@ -119,11 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
                                jit_compile=args.xla)
     clean, poisoned = result["clean"]["test_accuracy"], result["poisoned"]["test_accuracy"]
     metrics = {"clean_test_accuracy": clean, "poisoned_test_accuracy": poisoned,
-               "accuracy_drop": clean - poisoned, "unit": "percent",
-               "clean_train_accuracy": 100.0 * result["clean_train_accuracy"],
-               "poisoned_train_accuracy": 100.0 * result["poisoned_train_accuracy"],
-               "splits": splits.shapes(), "timings": result["timings"],
-               "final_solver_outputs": result["bilevel"].get("final", {})}
+               "accuracy_drop": clean - poisoned,
+               **common.run_metrics(result, splits)}
     if not args.quiet:
         print(f"untargeted {args.method}, {args.npoison} poisons: test accuracy "
               f"{clean:.2f} % (clean) -> {poisoned:.2f} % (poisoned)")
