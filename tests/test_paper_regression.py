@@ -9,12 +9,13 @@ the same setting, i.e. the seed-to-seed spread, so one seed of a faithful port l
 2 published sd of the published mean with about 95 % probability (if ours and theirs
 have the same distribution); seed 0 was measured before the tolerances were fixed.
 
-Which tests run in CI (``bash .ci/run``, budget 30 min on 2 cores): those not marked
-``not_in_ci`` below. The others run with ``PENALTY_TF_PAPER_ALL=1 pytest -m paper``.
+All of them run in CI (``bash .ci/run``, budget 30 min on 2 cores): measured on the idle
+2-core machine, Table 5 untargeted 1 % and targeted 2 % Penalty ~3 min each, the label-flip
+row ~1 min, Franceschi small scale 60 s, the reduced MNIST ordering test 216 s.
+``pytest -m paper`` runs just these; ``pytest -m "not paper"`` skips them.
 """
 
 import json
-import os
 import subprocess
 import sys
 
@@ -24,8 +25,6 @@ from penalty_tf import paper, report
 
 pytestmark = pytest.mark.paper
 
-ALL = os.environ.get("PENALTY_TF_PAPER_ALL") == "1"
-not_in_ci = pytest.mark.skipif(not ALL, reason="too long for CI; set PENALTY_TF_PAPER_ALL=1")
 
 
 def run_script(module, out, data_dir, *flags, timeout=1800):
@@ -75,7 +74,6 @@ def test_table5_targeted_2pct_penalty_full_budget(tmp_path, shared_data_dir):
     assert abs(ours - 41.64) <= 2 * 4.43, ours
 
 
-@not_in_ci
 def test_franceschi_mnist_small_penalty_full_budget(tmp_path, shared_data_dir):
     # Full budget (100 epochs x 25 upper iterations, T = 20, 500 retraining epochs).
     # Seed 0 measured 90.68. The paper gives no spread for 90.77; the claim the number
@@ -89,22 +87,24 @@ def test_franceschi_mnist_small_penalty_full_budget(tmp_path, shared_data_dir):
     assert 90.09 <= ours <= 90.77 + 0.68, ours
 
 
-MARGIN = 5.0  # points; seed 0 measured Penalty 85.65 vs train-val 37.35 (~230 s + 9 s, niced)
-REDUCED_MNIST = ("--noise", "0.5", "--train-size", "1000", "--test-size", "2000", "--epochs", "1")
+MARGIN = 5.0  # points; seed 0 measured Penalty 85.65 vs train-val 67.9 (101 epochs)
+REDUCED_MNIST = ("--noise", "0.5", "--train-size", "1000", "--test-size", "2000")
 
 
-@not_in_ci
-def test_table3_mnist_noise50_reduced_penalty_beats_train_val(tmp_path, shared_data_dir):
+def test_table3_mnist_noise50_reduced_penalty_beats_train_val_and_val_only(tmp_path, shared_data_dir):
     # Reduced budget (1,000 noisy training points, 1 epoch = 5 upper iterations with T = 20,
     # 2,000 test points; pre-training as the original): not comparable with 97.51, so the
-    # test checks the table's ordering instead: Penalty beats the train-val baseline
-    # (published 60.8 ± 2.5 vs 97.51 ± 0.07 at 50 % noise) at the same budget by at least
-    # MARGIN points.
+    # test checks the table's ordering instead (published at 50 % noise: Train+Val
+    # 60.8 ± 2.5, Val-only 90.5 ± 0.3, Penalty 97.51 ± 0.07). Train+Val gets as many epochs
+    # as the bilevel network is trained for (100 of pre-training + 1 bilevel epoch) and must
+    # end MARGIN points below Penalty; Val-only is the bilevel run's own pre-trained network
+    # (measured 83.55), which Penalty must improve on.
     penalty = run_script("importance_learning.mnist", tmp_path / "penalty", shared_data_dir,
-                         "--method", "penalty", *REDUCED_MNIST)
+                         "--method", "penalty", "--epochs", "1", *REDUCED_MNIST)
     train_val = run_script("importance_learning.mnist", tmp_path / "train_val", shared_data_dir,
-                           "--method", "train-val", *REDUCED_MNIST)
+                           "--method", "train-val", "--epochs", "101", *REDUCED_MNIST)
     ours, pub = value_and_published(penalty)
     baseline, _ = value_and_published(train_val)
     assert pub["mean"] == 97.51
     assert ours >= baseline + MARGIN, (ours, baseline)
+    assert ours > penalty["metrics"]["val_only_test_accuracy"], ours
