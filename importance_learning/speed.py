@@ -51,22 +51,31 @@ def _median_time(fn, repeats: int, clock: str = "cpu") -> float:
     return statistics.median(times)
 
 
-def measure(model_name: str, lower_steps: int, batch_size: int, repeats: int, xla: bool,
-            methods=("penalty", "approxgrad"), clock: str = "cpu") -> dict:
+def _model_and_batches(model_name: str, batch_size: int):
+    """The seeded classifier and one fixed (x, y, x_val, y_val) batch of random images."""
     import tensorflow as tf
 
-    from importance_learning.bilevel import Classifier, build_solver
     from penalty_tf.models import classifiers
-    from penalty_tf.solvers import tf1_adam
 
     tf.keras.utils.set_random_seed(0)
     model = classifiers.build(model_name)
     shape = (batch_size,) + tuple(model.input_shape[1:])
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.random(shape, np.float32))
-    y = tf.constant(rng.integers(0, 10, batch_size), tf.int32)
-    xv = tf.constant(rng.random(shape, np.float32))
-    yv = tf.constant(rng.integers(0, 10, batch_size), tf.int32)
+    batches = []
+    for _ in range(2):
+        batches += [tf.constant(rng.random(shape, np.float32)),
+                    tf.constant(rng.integers(0, 10, batch_size), tf.int32)]
+    return model, tuple(batches)
+
+
+def measure(model_name: str, lower_steps: int, batch_size: int, repeats: int, xla: bool,
+            methods=("penalty", "approxgrad"), clock: str = "cpu") -> dict:
+    import tensorflow as tf
+
+    from importance_learning.bilevel import Classifier, build_solver
+    from penalty_tf.solvers import tf1_adam
+
+    model, (x, y, xv, yv) = _model_and_batches(model_name, batch_size)
     clf = Classifier(model, jit_compile=xla)
     train = clf.make_train_step(tf1_adam(1e-4))
     out = {"plain_step_s": _median_time(lambda: float(train(x, y)), repeats, clock)}
@@ -93,25 +102,20 @@ def measure_parts(model_name: str, batch_size: int, repeats: int, xla: bool, clo
     """Seconds of the passes that make up a Penalty lower step (see the module docstring)."""
     import tensorflow as tf
 
-    from importance_learning.bilevel import Classifier, cross_entropy
+    from importance_learning.bilevel import Classifier, cross_entropy, importance_weighted_loss
     from penalty_tf import autodiff
-    from penalty_tf.models import classifiers
     from penalty_tf.solvers import tf1_adam
     from penalty_tf.solvers.base import as_tf_variable
 
-    tf.keras.utils.set_random_seed(0)
-    model = classifiers.build(model_name)
-    shape = (batch_size,) + tuple(model.input_shape[1:])
-    rng = np.random.default_rng(0)
-    x, xv = (tf.constant(rng.random(shape, np.float32)) for _ in range(2))
-    y, yv = (tf.constant(rng.integers(0, 10, batch_size), tf.int32) for _ in range(2))
+    model, (x, y, xv, yv) = _model_and_batches(model_name, batch_size)
     v = [as_tf_variable(w) for w in model.trainable_variables]
+    slot = tf.Variable(tf.zeros(batch_size), name="importance_slot")
 
     def f():
         return tf.reduce_mean(cross_entropy(model, xv, yv))
 
     def g():
-        return tf.reduce_mean(cross_entropy(model, x, y))
+        return importance_weighted_loss(model, slot, x, y)
 
     def direction(grad):
         return [0.01 * t for t in grad]

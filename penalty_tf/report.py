@@ -398,7 +398,7 @@ def plot_tables(groups: list[Group], plot_dir: Path) -> list[Path]:
     for table in dict.fromkeys(g.published["table"] for g in groups):
         sel = [g for g in groups if g.published["table"] == table]
         labels = [f"{g.runs[0].experiment.split('.')[-1]}\n{_setting_text(g.published['setting'])}"
-                  f"\n{g.runs[0].method}" + ("" if g.budget == "full" else "\n(reduced)")
+                  f"\n{g.runs[0].method}" + ("" if g.budget == "full" else f"\n{budget_text(g.runs[0])}")
                   for g in sel]
         x = list(range(len(sel)))
         fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(sel)), 4.0))
