@@ -26,8 +26,8 @@ neither claimed, nor a published number of the paper, nor on the allow list of
 
 ``key`` is a dotted path into result.json (list indices allowed, e.g.
 ``metrics.results.0.final_err_mean``); an optional ``scale`` multiplies the value first (e.g.
-``0.0166667`` to print seconds as minutes) and ``file`` may name ``evidence.json`` through
-``"source": "evidence"``.
+``0.0166667`` to print seconds as minutes) and ``source`` names another file of the folder
+than result.json (``"evidence"`` for evidence.json).
 """
 
 from __future__ import annotations
@@ -194,7 +194,8 @@ def lookup(data: Any, key: str) -> Any:
 
 def formatted_value(spec: dict[str, Any], results: Path = RESULTS) -> str:
     """The value a claim's ``values`` entry names, printed with its format."""
-    source = "evidence.json" if spec.get("source") == "evidence" else "result.json"
+    source = spec.get("source", "result.json")
+    source = "evidence.json" if source == "evidence" else source
     data = json.loads((results / spec["result"] / source).read_text(encoding="utf-8"))
     value = lookup(data, spec["key"])
     if "scale" in spec:
