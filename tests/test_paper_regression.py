@@ -27,13 +27,28 @@ pytestmark = pytest.mark.paper
 
 
 
-def run_script(module, out, data_dir, *flags, timeout=1800):
-    """Run ``python -m module flags`` (seed 0) and return its result.json as a dict."""
+def run_script(module, out, data_dir, *flags, timeout=1800, reduced=None):
+    """Run ``python -m module flags`` (seed 0) and return its result.json as a dict.
+
+    Asserts the run's budget by the rule of `penalty_tf.report`: full (no budget flag below
+    the original's value) unless ``reduced`` names the exact reduced flags expected, so a
+    default changed to a smaller budget fails here instead of passing a weaker test.
+    """
     cmd = [sys.executable, "-m", module, *flags, "--seed", "0", "--data-dir", str(data_dir),
            "--out", str(out), "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}"
+    [run] = report.load_runs(out)
+    assert report.reduced_flags(run) == (reduced or {}), report.budget_text(run)
     return json.loads((out / "result.json").read_text())
+
+
+#: The attack must achieve at least this fraction of the paper's effect (its drop of test
+#: accuracy, its rise of the success rate) measured from our own clean classifier. The
+#: paper prints no clean accuracy; ours is the original's setting (seed 0: 86.96 % vs the
+#: original's 86.95 %). With 0.8 an attack weakened by a quarter fails (1 %: measured drop
+#: 3.86 points, a quarter less is 2.90 < 0.8 x 3.67).
+MIN_EFFECT = 0.8
 
 
 def value_and_published(result):
@@ -42,14 +57,17 @@ def value_and_published(result):
 
 
 def test_table5_untargeted_1pct_penalty_full_budget(tmp_path, shared_data_dir):
-    # Full budget (5,000 updates, T = 20): ~3.5 min on 2 cores. Seed 0 measured 83.10.
-    # Tolerance: 2 published sd = 0.86 points (single seed, see the module docstring).
+    # Full budget (5,000 updates, T = 20): ~3.5 min on 2 cores. Seed 0 measured 83.10
+    # (clean 86.96). Tolerance: 2 published sd = 0.86 points (single seed, see the module
+    # docstring), and the drop from clean must be MIN_EFFECT of the paper's.
     result = run_script("poisoning.untargeted", tmp_path, shared_data_dir,
                         "--method", "penalty", "--npoison", "10")
     ours, pub = value_and_published(result)
     assert pub == paper.published_dict(experiment="poisoning.untargeted", method="penalty",
                                        npoison=10)
     assert abs(ours - 83.29) <= 2 * 0.43, ours
+    clean = result["metrics"]["clean_test_accuracy"]
+    assert clean - ours >= MIN_EFFECT * (clean - 83.29), (clean, ours)
 
 
 def test_table5_untargeted_1pct_label_flip(tmp_path, shared_data_dir):
@@ -65,18 +83,21 @@ def test_table5_untargeted_1pct_label_flip(tmp_path, shared_data_dir):
 
 def test_table5_targeted_2pct_penalty_full_budget(tmp_path, shared_data_dir):
     # Full budget (5,001 updates, T = 20): ~4 min on 2 cores. Seed 0 measured 40.8.
-    # Tolerance: 2 published sd = 8.86 points (attack success on ~980 test eights varies
-    # a lot between seeds: the published sd is 4.43).
+    # Tolerance: 2 published sd = 8.86 points (attack success on the 500 test eights varies
+    # a lot between seeds: the published sd is 4.43), and the rise of the success rate over
+    # the clean classifier's must be MIN_EFFECT of the paper's.
     result = run_script("poisoning.targeted", tmp_path, shared_data_dir,
                         "--method", "penalty", "--npoison", "20")
     ours, pub = value_and_published(result)
     assert (pub["mean"], pub["sd"]) == (41.64, 4.43)
     assert abs(ours - 41.64) <= 2 * 4.43, ours
+    clean = result["metrics"]["clean_success_rate"]
+    assert ours - clean >= MIN_EFFECT * (41.64 - clean), (clean, ours)
 
 
 def test_franceschi_mnist_small_penalty_full_budget(tmp_path, shared_data_dir):
     # Full budget (100 epochs x 25 upper iterations, T = 20, 500 retraining epochs).
-    # Seed 0 measured 90.68. The paper gives no spread for 90.77; the claim the number
+    # Seed 0 measured 90.54 (results/franceschi.mnist_small.penalty). The paper gives no spread for 90.77; the claim the number
     # supports is "Penalty beats Franceschi et al.'s 90.09". Tolerance: the gap between
     # the two published numbers, 0.68 points, on either side of 90.77 (so the lower end
     # is exactly the claim).
@@ -99,10 +120,13 @@ def test_table3_mnist_noise50_reduced_penalty_beats_train_val_and_val_only(tmp_p
     # as the bilevel network is trained for (100 of pre-training + 1 bilevel epoch) and must
     # end MARGIN points below Penalty; Val-only is the bilevel run's own pre-trained network
     # (measured 83.55), which Penalty must improve on.
+    subset = {"train_size": 1000, "test_size": 2000}
     penalty = run_script("importance_learning.mnist", tmp_path / "penalty", shared_data_dir,
-                         "--method", "penalty", "--epochs", "1", *REDUCED_MNIST)
+                         "--method", "penalty", "--epochs", "1", *REDUCED_MNIST,
+                         reduced={**subset, "epochs": 1})
     train_val = run_script("importance_learning.mnist", tmp_path / "train_val", shared_data_dir,
-                           "--method", "train-val", "--epochs", "101", *REDUCED_MNIST)
+                           "--method", "train-val", "--epochs", "101", *REDUCED_MNIST,
+                           reduced=subset)
     ours, pub = value_and_published(penalty)
     baseline, _ = value_and_published(train_val)
     assert pub["mean"] == 97.51
