@@ -9,7 +9,7 @@ command replaced by it), and on success moves what the run wrote to ``results/NA
 beside an ``evidence.json``: the exact command, the seed, start and end time (UTC), wall
 time, the git commit (and whether the tree had uncommitted changes), the load average
 before and after, the CPU model, core count and affinity, the thread environment
-variables and the library versions. Files over 2 MB (checkpoints, big arrays) are not kept;
+variables and the library versions. Checkpoints and files over 2 MB are not kept;
 evidence.json names them. A failed command leaves ``results/`` untouched.
 
 A README number is *backed* when ``results/claims.json`` has a claim for it: the exact
@@ -113,11 +113,12 @@ def _display(argv: Sequence[str]) -> str:
 
 
 def _keep(tmp: Path, dest: Path) -> list[str]:
-    """Move files of at most `MAX_KEPT_BYTES` from ``tmp`` into ``dest``; return the others."""
+    """Move the files of ``tmp`` into ``dest`` except checkpoints and files over
+    `MAX_KEPT_BYTES`; return the names (and sizes) of those left out."""
     omitted = []
     for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
         rel = path.relative_to(tmp)
-        if path.stat().st_size > MAX_KEPT_BYTES:
+        if path.stat().st_size > MAX_KEPT_BYTES or path.name.startswith("checkpoint"):
             omitted.append(f"{rel} ({path.stat().st_size} bytes)")
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
