@@ -234,8 +234,13 @@ def test_meta_test_equals_a_per_task_loop():
             opt.apply(tape.gradient(loss, [w, b]), [w, b])
         pred = np.argmax(m.cosine_logits(encoder(batch.query[t])[None], w, b).numpy()[0], -1)
         assert got[t] == pytest.approx(np.mean(pred == batch.query_labels[t]))
-    # and the classifiers really trained: support accuracy after training is high
-    assert got.shape == (T,)
+    # The classifiers really train: evaluated on their own support set, 100 steps (the
+    # protocol's count) fit every task, while the untrained ones do not (measured 50 %, 75 %).
+    on_support = batch._replace(query=batch.support, query_labels=batch.support_labels)
+    trained = common.MetaTester(encoder, steps=100, lr=1e-2).accuracies(on_support, w0, b0)
+    untrained = common.MetaTester(encoder, steps=0, lr=1e-2).accuracies(on_support, w0, b0)
+    np.testing.assert_array_equal(trained, 1.0)
+    assert untrained.mean() < 0.8
 
 
 def test_reset_classifiers_keeps_solver_state():
