@@ -4,7 +4,9 @@ memory probe, on the --quick timing settings and a small memory probe."""
 import argparse
 import json
 import math
+import types
 
+import numpy as np
 import pytest
 
 from benchmarks import memory_probe, synthetic_timing
@@ -63,7 +65,8 @@ def test_every_timing_is_positive_and_finite(run):
                 for cell in by_t[t].values():
                     assert len(cell["runs"]) == 1
                     assert all(_positive_finite(x) for x in cell["runs"])
-                    assert cell["min"] <= cell["median"] <= cell["max"]
+                    runs = cell["runs"]
+                    assert (cell["median"], cell["min"], cell["max"]) == (np.median(runs), min(runs), max(runs))
             for method in METHODS:
                 assert _positive_finite(metrics["first_call_s"][mode][xla]["SMD20"][method])
 
@@ -88,10 +91,59 @@ def test_ratios_are_quotients_of_the_stored_timings(run):
                 low = metrics["ratios_of_min"][mode][xla]["SMD20"][t]
                 assert low["rmd/penalty"] == pytest.approx(
                     cells["rmd"]["min"] / cells["penalty"]["min"], rel=1e-12)
-                tf1 = {"T1": 1.24, "T5": 2.48}[t]
+                tf1 = metrics["tf1_original_penalty"]["SMD20"][t]
                 assert metrics["speedup_vs_tf1_penalty"][mode][xla]["SMD20"][t] == \
                     pytest.approx(tf1 / pen, rel=1e-12)
-    assert metrics["tf1_original_penalty"]["SMD23"] == {"T1": 1.55, "T5": 3.18, "T10": 5.32}
+
+
+def _report_rows(report):
+    """The SMD20 rows of report.md's timing tables: {(mode, xla key, "T<t>"): cells}."""
+    rows, section = {}, None
+    for line in report.splitlines():
+        if line.startswith("###"):
+            section = None
+            if line.startswith("### mode `"):
+                section = (line.split("`")[1], "xla" if "jit_compile=True" in line else "no_xla")
+        elif section and line.startswith("| SMD20 |"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[section + ("T" + cells[1],)] = cells
+    return rows
+
+
+def test_report_tables_show_the_numbers_of_result_json(run):
+    out, _, result = run
+    metrics = result["metrics"]
+    rows = _report_rows((out / "report.md").read_text())
+    assert set(rows) == {(mode, xla, t) for mode in MODES for xla in XLAS for t in TS}
+    for (mode, xla, t), cells in rows.items():
+        timing = metrics["timing"][mode][xla]["SMD20"][t]
+        ratios, paper_ratios = metrics["ratios"][mode][xla]["SMD20"][t], metrics["paper_ratios"]["SMD20"][t]
+        assert cells[2:6] == [f"{timing[m]['median']:.3f}" for m in METHODS]   # GD RMD AG Penalty
+        assert cells[6:10] == [f"{ratios['rmd/penalty']:.2f}", f"{paper_ratios['rmd/penalty']:.2f}",
+                               f"{ratios['approxgrad/penalty']:.2f}",
+                               f"{paper_ratios['approxgrad/penalty']:.2f}"]
+        assert cells[10] == f"{metrics['tf1_original_penalty']['SMD20'][t]:.2f}"
+        assert cells[11] == f"{metrics['speedup_vs_tf1_penalty'][mode][xla]['SMD20'][t]:.1f}×"
+
+
+def test_a_timed_run_is_seconds_per_1000_iterations(monkeypatch):
+    """With a fake clock on which every lower step takes 2 ms, 25 iterations at T = 5 take
+    0.25 s: 10 s per 1000 iterations, in both modes; "steps" calls chunks of 10, 10, 5."""
+    subject = synthetic_timing.Subject("SMD20", "penalty", False, 0)
+    clock, calls = [0.0], []
+    monkeypatch.setattr(synthetic_timing, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def steps(batch, iterations, lower_steps):
+        clock[0] += 0.002 * lower_steps * iterations
+        calls.append(iterations)
+
+    monkeypatch.setattr(subject.solver, "step", lambda batch, lower_steps: steps(batch, 1, lower_steps))
+    monkeypatch.setattr(subject.solver, "steps", steps)
+    assert subject.time("step", 5, 25, 10) == pytest.approx(10.0, rel=1e-12)
+    assert calls == [1] * 25
+    calls.clear()
+    assert subject.time("steps", 5, 25, 10) == pytest.approx(10.0, rel=1e-12)
+    assert calls == [10, 10, 5]
 
 
 def test_published_rows_and_paper_ratios(run):
