@@ -10,8 +10,9 @@ the same setting, i.e. the seed-to-seed spread, so one seed of a faithful port l
 have the same distribution); seed 0 was measured before the tolerances were fixed.
 
 All of them run in CI (``bash .ci/run``, budget 30 min on 2 cores): measured on the idle
-2-core machine, Table 5 untargeted 1 % and targeted 2 % Penalty ~3 min each, the label-flip
-row ~1 min, Franceschi small scale 60 s, the reduced MNIST ordering test 216 s.
+2-core machine, Table 5 untargeted 1 % and targeted 2 % Penalty ~3 min each, the two
+label-flip rows ~1 min each, Franceschi small scale 60 s, the reduced MNIST ordering test
+216 s. Each asserts its budget (`run_script`).
 ``pytest -m paper`` runs just these; ``pytest -m "not paper"`` skips them.
 """
 
@@ -79,6 +80,21 @@ def test_table5_untargeted_1pct_label_flip(tmp_path, shared_data_dir):
     ours, pub = value_and_published(result)
     assert (pub["mean"], pub["sd"]) == (86.71, 0.32)
     assert abs(ours - 86.71) <= 2 * 0.32, ours
+
+
+def test_table5_targeted_6pct_label_flip(tmp_path, shared_data_dir):
+    # Label-flip baseline, targeted, 60 validation eights labelled 3 (the default reading,
+    # poisoning/targeted.py; about a minute). Seed 0 measured 36.4; seeds 0-4 33.20 ± 3.88.
+    # Tolerance: 2 published sd = 6.94 points. (Not 2 %: there seed 0 gives 18.0, 2.8 sd
+    # above 12.08, although the five-seed mean 12.76 ± 3.76 matches.) The attack must also
+    # reach MIN_EFFECT of the paper's rise over our clean classifier.
+    result = run_script("poisoning.targeted", tmp_path, shared_data_dir,
+                        "--method", "label-flip", "--npoison", "60")
+    ours, pub = value_and_published(result)
+    assert (pub["mean"], pub["sd"]) == (32.88, 3.47)
+    assert abs(ours - 32.88) <= 2 * 3.47, ours
+    clean = result["metrics"]["clean_success_rate"]
+    assert ours - clean >= MIN_EFFECT * (32.88 - clean), (clean, ours)
 
 
 def test_table5_targeted_2pct_penalty_full_budget(tmp_path, shared_data_dir):
