@@ -33,8 +33,14 @@ def test_omniglot_end_to_end(omniglot_dir, tmp_path, method):
     assert on_disk == result
     evals = result["metrics"]["evaluations"]
     assert [e["iteration"] for e in evals] == [2, 3]                  # every 2 and at the end
+    with np.load(tmp_path / "accuracies.npz") as accs:
+        per_task = {e["iteration"]: accs[f"iteration_{e['iteration']}"] for e in evals}
     for e in evals:
-        assert e["tasks"] == 3 and 0.0 <= e["acc_mean"] <= 100.0
+        accs = per_task[e["iteration"]]
+        # each task's accuracy is over its 3 x 3 query images; the summary is of those
+        np.testing.assert_allclose(accs * 9, np.round(accs * 9), atol=1e-5)
+        assert e["tasks"] == 3 and e["acc_mean"] == pytest.approx(100 * accs.mean())
+        assert e["acc_sd"] == pytest.approx(100 * accs.std(ddof=1))
         assert e["acc_ci95"] == pytest.approx(1.96 * e["acc_sd"] / np.sqrt(3))
     assert result["published"] == {}                                  # the paper has no 3-way row
     assert result["config"]["test_lr"] == (1e-3 if method == "penalty" else 1e-2)
