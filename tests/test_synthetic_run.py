@@ -33,7 +33,7 @@ def test_runner_writes_result_curves_and_plots(tiny_run):
     for key, m in on_disk["metrics"].items():
         assert m["trials"] == 2 and m["epochs"] == 41
         assert 1.0 < m["initial_err_mean"] < 40.0, key        # Uniform[-5, 5]^40 start
-        assert np.isfinite(m["final_err_mean"]) and m["final_err_sd"] >= 0
+        assert np.isfinite(m["final_err_mean"])
         assert m["seconds_per_1000_iterations"] > 0
     # The paper's Table 2 time for the settings it has (T = 1 here), none for T = 3.
     assert on_disk["published"]["SMD20/penalty/T1"]["mean"] == 17.2
@@ -42,8 +42,10 @@ def test_runner_writes_result_curves_and_plots(tiny_run):
         assert curves["SMD20_penalty_T3_errs"].shape == (5, 2)      # epochs 0, 10, ..., 40
         assert curves["SMD20_penalty_T3_rhos"].shape == (5, 2)
         assert curves["SMD23_gd_T1_ts"].shape == (2,)
-        errs = curves["SMD20_rmd_T1_errs"]
-        assert errs[0].mean() == pytest.approx(on_disk["metrics"]["SMD20/rmd/T1"]["initial_err_mean"])
+        for key, m in on_disk["metrics"].items():   # the summaries are of the recorded curves
+            errs = curves[key.replace("/", "_") + "_errs"]
+            assert m["initial_err_mean"] == pytest.approx(errs[0].mean()), key
+            assert (m["final_err_mean"], m["final_err_sd"]) == pytest.approx((errs[-1].mean(), errs[-1].std())), key
     for example in ("SMD20", "SMD23"):
         png = (out / f"err_{example}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 20_000
