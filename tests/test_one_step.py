@@ -308,8 +308,8 @@ SCHEDULES = {
 }
 
 
-def check_penalty(solver, var, layout, out, ref_out, st, step):
-    up, low = LAYOUTS[layout]
+def check_penalty(solver, var, out, ref_out, st, step):
+    """Compare the solver's variables, state and outputs after ``step`` with the reference."""
     where = f"after step {step}"
     close(flat(var, ["ua", "ub"]), st["x"], f"u {where}")
     close(flat(var, ["W", "c"]), st["y"], f"v {where}")
@@ -342,7 +342,7 @@ def penalty_case(layout, variant, pattern, bounds=None, jit_compile=False, coupl
                      upper_bounds=box_u.spec(), lower_bounds=box_v.spec(), jit_compile=jit_compile)
     for step, (ref_out, st) in enumerate(zip(ref_outs, ref_states), 1):
         out = solver.step(lower_steps=T)
-        check_penalty(solver, var, layout, out, ref_out, st, step)
+        check_penalty(solver, var, out, ref_out, st, step)
     return box_u, box_v
 
 
