@@ -139,6 +139,7 @@ def record(name: str, argv: Sequence[str], *, results: Path = RESULTS, note: str
     with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=results) as tmp_name:
         tmp = Path(tmp_name)
         run_dir = tmp / "out"
+        run_dir.mkdir()   # for commands that write a file into {out}
         argv = [sys.executable if a == "python" else a for a in argv]
         before, started, t0 = machine_state(), _now(), time.perf_counter()
         done = subprocess.run(_with_out(argv, run_dir), cwd=REPO_ROOT)
@@ -148,7 +149,7 @@ def record(name: str, argv: Sequence[str], *, results: Path = RESULTS, note: str
                              f"nothing was recorded in {display_out}")
         staged = tmp / "staged"
         staged.mkdir()
-        omitted = _keep(run_dir, staged) if run_dir.exists() else []
+        omitted = _keep(run_dir, staged)
         from penalty_tf.experiment import versions, write_json_atomic
         write_json_atomic(staged / "evidence.json", {
             "name": name, "command": _display(_with_out(argv, display_out)),
