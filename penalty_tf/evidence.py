@@ -3,6 +3,7 @@
     python -m penalty_tf.evidence run NAME [--note TEXT] -- python -m poisoning.untargeted ...
     python -m penalty_tf.evidence check            # every README claim against its result file
     python -m penalty_tf.evidence list             # the recorded runs, their commands and dates
+    python -m penalty_tf.evidence blocks           # rewrite the README report blocks from results/
 
 ``run`` executes the command with ``--out <folder>`` appended (or with ``{out}`` in the
 command replaced by it), and on success moves what the run wrote to ``results/NAME/``
@@ -18,7 +19,9 @@ it and the format it is printed with. ``check`` (and ``tests/test_evidence.py``)
 every claimed text is in its README, that each value printed from its result file with its
 format appears in that text, and that the README has no measured-looking number that is
 neither claimed, nor a published number of the paper, nor on the allow list of
-``claims.json`` (settings such as ``0.25`` noise, versions). Format of a claim::
+``claims.json`` (settings such as ``0.25`` noise, versions); a README's report block
+(``<!-- report: results -->`` … ``<!-- /report -->``) must equal the tables of
+``python -m penalty_tf.report results``. Format of a claim::
 
     {"file": "README.md", "text": "| MNIST small-scale hyper-cleaning, 50 % noise | 90.54 % |",
      "values": [{"result": "franceschi.mnist_small.penalty",
@@ -47,8 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-__all__ = ["REPO_ROOT", "RESULTS", "record", "load_claims", "check_claims", "measured_numbers",
-           "main"]
+__all__ = ["REPO_ROOT", "RESULTS", "record", "load_claims", "check_claims", "check_report_blocks",
+           "measured_numbers", "unbacked_numbers", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "results"
@@ -270,14 +273,53 @@ def _published_numbers() -> set[str]:
     return numbers
 
 
+#: A report block of a README: ``<!-- report: FOLDER -->`` … ``<!-- /report -->``, the
+#: tables of ``python -m penalty_tf.report FOLDER`` (checked by `check_report_blocks`).
+REPORT_BLOCK = re.compile(r"<!-- report: (\S+) -->\n(.*?)<!-- /report -->", re.S)
+
+
+def report_tables(folder: Path) -> str:
+    """The report over ``folder`` without its "Other runs" section, as README blocks hold it."""
+    from penalty_tf import report
+    text, _ = report.report(folder)
+    return text.split("### Other runs")[0].strip()
+
+
+def check_report_blocks(root: Path = REPO_ROOT) -> list[Problem]:
+    """Every report block of the READMEs equals the report over its folder."""
+    problems = []
+    for file in readmes(root):
+        for folder, block in REPORT_BLOCK.findall((root / file).read_text(encoding="utf-8")):
+            if block.strip() != report_tables(root / folder):
+                problems.append(Problem(file, f"the report block of {folder} differs from "
+                                              f"python -m penalty_tf.report {folder}; regenerate it with "
+                                              "python -m penalty_tf.evidence blocks"))
+    return problems
+
+
+def update_report_blocks(root: Path = REPO_ROOT) -> list[str]:
+    """Rewrite every report block of the READMEs from its folder; return the files changed."""
+    changed = []
+    for file in readmes(root):
+        path = root / file
+        text = path.read_text(encoding="utf-8")
+        new = REPORT_BLOCK.sub(lambda m: f"<!-- report: {m.group(1)} -->\n"
+                                         f"{report_tables(root / m.group(1))}\n<!-- /report -->", text)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            changed.append(file)
+    return changed
+
+
 def unbacked_numbers(results: Path = RESULTS, root: Path = REPO_ROOT) -> list[Problem]:
-    """Measured-looking README numbers that no claim, published row or allow entry covers."""
+    """Measured-looking README numbers that no claim, report block, published row or allow
+    entry covers."""
     data = load_claims(results)
     published = _published_numbers()
     problems = []
     files = sorted({c["file"] for c in data["claims"]} | set(data.get("allowed", {})) | set(readmes(root)))
     for file in files:
-        content = (root / file).read_text(encoding="utf-8")
+        content = REPORT_BLOCK.sub("", (root / file).read_text(encoding="utf-8"))
         for claim in data["claims"]:
             if claim["file"] == file:
                 content = content.replace(claim["text"], "")
@@ -322,6 +364,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     run.add_argument("--note", default="", help="free text kept in evidence.json (e.g. the load)")
     sub.add_parser("check", help="check every README claim against its result file")
     sub.add_parser("list", help="list the recorded runs")
+    sub.add_parser("blocks", help="rewrite the README report blocks from their folders")
     args = parser.parse_args(argv)
     if args.action == "run":
         if not command:
@@ -331,7 +374,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.action == "list":
         print(_list(RESULTS))
         return 0
-    problems = check_claims() + unbacked_numbers()
+    if args.action == "blocks":
+        print("rewrote: " + (", ".join(update_report_blocks()) or "nothing (up to date)"))
+        return 0
+    problems = check_claims() + unbacked_numbers() + check_report_blocks()
     for problem in problems:
         print(problem)
     print(f"{len(load_claims()['claims'])} claims, {len(problems)} problem(s)")
