@@ -197,12 +197,31 @@ def lookup(data: Any, key: str) -> Any:
     return data
 
 
-def formatted_value(spec: dict[str, Any], results: Path = RESULTS) -> str:
-    """The value a claim's ``values`` entry names, printed with its format."""
+def _value(spec: dict[str, Any], name: str, results: Path) -> float:
     source = spec.get("source", "result.json")
     source = "evidence.json" if source == "evidence" else source
-    data = json.loads((results / spec["result"] / source).read_text(encoding="utf-8"))
-    value = lookup(data, spec["key"])
+    data = json.loads((results / name / source).read_text(encoding="utf-8"))
+    return lookup(data, spec["key"])
+
+
+def formatted_value(spec: dict[str, Any], results: Path = RESULTS) -> str:
+    """The value a claim's ``values`` entry names, printed with its format.
+
+    ``result`` names one record; or ``results`` lists several (e.g. the seeds of a row) and
+    ``stat`` says which statistic of their values is printed: ``mean`` or ``sd`` (sample
+    standard deviation, ddof = 1, as `penalty_tf.report`).
+    """
+    if "results" in spec:
+        values = [_value(spec, name, results) for name in spec["results"]]
+        mean = sum(values) / len(values)
+        if spec["stat"] == "mean":
+            value = mean
+        elif spec["stat"] == "sd":
+            value = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        else:
+            raise ValueError(f"unknown stat {spec['stat']!r} (mean or sd)")
+    else:
+        value = _value(spec, spec["result"], results)
     if "scale" in spec:
         value = value * spec["scale"]
     return format(value, spec.get("format", ""))
@@ -210,6 +229,10 @@ def formatted_value(spec: dict[str, Any], results: Path = RESULTS) -> str:
 
 def _numbers_in(text: str) -> list[str]:
     return re.findall(r"(?<![\w.])\d+(?:[.,]\d+)*(?:e[-+]?\d+)?(?![\w])", text)
+
+
+def _names(spec: dict[str, Any]) -> str:
+    return spec["result"] if "result" in spec else "+".join(spec["results"])
 
 
 def check_claims(results: Path = RESULTS, root: Path = REPO_ROOT) -> list[Problem]:
@@ -227,12 +250,12 @@ def check_claims(results: Path = RESULTS, root: Path = REPO_ROOT) -> list[Proble
             try:
                 shown = formatted_value(spec, results)
             except (OSError, KeyError, IndexError, ValueError, TypeError) as err:
-                problems.append(Problem(file, f"{spec['result']}:{spec['key']} unreadable ({err!r})"))
+                problems.append(Problem(file, f"{_names(spec)}:{spec['key']} unreadable ({err!r})"))
                 continue
             found = shown in numbers[position:]
             if not found:
                 problems.append(Problem(file, f"{text!r} does not show {shown} "
-                                              f"({spec['result']}:{spec['key']})"))
+                                              f"({_names(spec)}:{spec['key']})"))
             else:
                 position += numbers[position:].index(shown) + 1
     return problems

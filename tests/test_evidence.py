@@ -30,8 +30,8 @@ def test_no_readme_number_without_evidence():
 
 
 def test_every_claim_names_a_recorded_run():
-    names = {spec["result"] for claim in evidence.load_claims(RESULTS)["claims"]
-             for spec in claim["values"]}
+    names = {name for claim in evidence.load_claims(RESULTS)["claims"] for spec in claim["values"]
+             for name in spec.get("results", [spec.get("result")])}
     missing = sorted(n for n in names if not (RESULTS / n / "evidence.json").is_file())
     assert not missing, missing
 
@@ -61,7 +61,7 @@ def test_evidence_files_are_complete():
 # --------------------------------------------------------------------- the tool itself
 
 WRITER = ("import json, sys, pathlib; out = pathlib.Path(sys.argv[sys.argv.index('--out') + 1]); "
-          "out.mkdir(parents=True); (out / 'result.json').write_text(json.dumps("
+          "out.mkdir(parents=True, exist_ok=True); (out / 'result.json').write_text(json.dumps("
           "{'experiment': 'x', 'method': 'm', 'metrics': {'acc': float(sys.argv[1])}})); "
           "(out / 'big.bin').write_bytes(bytes(3_000_000))")
 
@@ -107,3 +107,12 @@ def test_check_claims_catches_a_number_that_drifted_from_its_evidence(tmp_path):
 def test_measured_numbers_skip_code_and_comments():
     text = "a 1.5 b\n```\n2.5\n```\n<!-- 3.5 -->`4.5` and 12 ms, 40,001 steps, 3 min\n"
     assert evidence.measured_numbers(text) == ["1.5", "12ms", "3min"]
+
+
+def test_claims_over_several_records_print_their_mean_and_sample_sd(tmp_path):
+    for i, value in enumerate([1.0, 2.0, 4.0]):
+        record_value(tmp_path, f"row.seed{i}", value)
+    names = [f"row.seed{i}" for i in range(3)]
+    spec = {"results": names, "key": "metrics.acc", "format": ".3f"}
+    assert evidence.formatted_value({**spec, "stat": "mean"}, tmp_path) == "2.333"
+    assert evidence.formatted_value({**spec, "stat": "sd"}, tmp_path) == "1.528"
