@@ -458,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| mutation | file | result | time (s) | first failing test | description |\n"
           "|---|---|---|---|---|---|")
     for m, verdict, seconds, by in rows:
-        print(f"| {m.name} | {Path(m.file).name} | {verdict} | {seconds:.0f} | {by} | {m.description} |")
+        description = m.description.replace("|", "\\|")   # keep the markdown table intact
+        print(f"| {m.name} | {Path(m.file).name} | {verdict} | {seconds:.0f} | {by} | {description} |")
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(f"\n{len(rows)} mutations, {len(rows) - len(survivors)} killed, {len(survivors)} survived "
           f"({', '.join(m.name for m in survivors) or 'none'}); total {time.time() - start:.0f} s wall, "
