@@ -144,6 +144,8 @@ def record(name: str, argv: Sequence[str], *, results: Path = RESULTS, note: str
         run_dir = tmp / "out"
         run_dir.mkdir()   # for commands that write a file into {out}
         argv = [sys.executable if a == "python" else a for a in argv]
+        commit = _git("rev-parse", "HEAD")   # before the run: the code it ran
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
         before, started, t0 = machine_state(), _now(), time.perf_counter()
         done = subprocess.run(_with_out(argv, run_dir), cwd=REPO_ROOT)
         wall = time.perf_counter() - t0
@@ -157,8 +159,8 @@ def record(name: str, argv: Sequence[str], *, results: Path = RESULTS, note: str
         write_json_atomic(staged / "evidence.json", {
             "name": name, "command": _display(_with_out(argv, display_out)),
             "seed": _seed_of(argv), "started": started, "finished": _now(),
-            "wall_time_s": round(wall, 3), "git_commit": _git("rev-parse", "HEAD"),
-            "git_uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            "wall_time_s": round(wall, 3), "git_commit": commit,
+            "git_uncommitted_changes": dirty,
             "machine_before": before, "machine_after": machine_state(),
             "environment": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
             "python": platform.python_version(), "versions": versions(),
