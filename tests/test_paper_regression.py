@@ -57,29 +57,44 @@ def value_and_published(result):
     return report.metric_value(result["experiment"], result["metrics"]), result["published"]
 
 
+def check_table5_row(result, mean, sd, *, effect=True):
+    """The run's Table 5 metric is within 2 published sd of the published (mean, sd), which
+    is the row its result.json names; with ``effect``, the attack's effect measured from our
+    own clean classifier (untargeted: drop of test accuracy; targeted: rise of the success
+    rate) is at least MIN_EFFECT of the paper's."""
+    ours, pub = value_and_published(result)
+    assert (pub["mean"], pub["sd"]) == (mean, sd)
+    assert abs(ours - mean) <= 2 * sd, ours
+    if effect:
+        metrics = result["metrics"]
+        if result["experiment"] == "poisoning.untargeted":
+            clean = metrics["clean_test_accuracy"]
+            ours_effect, paper_effect = clean - ours, clean - mean
+        else:
+            clean = metrics["clean_success_rate"]
+            ours_effect, paper_effect = ours - clean, mean - clean
+        assert ours_effect >= MIN_EFFECT * paper_effect, (clean, ours)
+
+
 def test_table5_untargeted_1pct_penalty_full_budget(tmp_path, shared_data_dir):
     # Full budget (5,000 updates, T = 20): ~3.5 min on 2 cores. Seed 0 measured 83.10
     # (clean 86.96). Tolerance: 2 published sd = 0.86 points (single seed, see the module
     # docstring), and the drop from clean must be MIN_EFFECT of the paper's.
     result = run_script("poisoning.untargeted", tmp_path, shared_data_dir,
                         "--method", "penalty", "--npoison", "10")
-    ours, pub = value_and_published(result)
-    assert pub == paper.published_dict(experiment="poisoning.untargeted", method="penalty",
-                                       npoison=10)
-    assert abs(ours - 83.29) <= 2 * 0.43, ours
-    clean = result["metrics"]["clean_test_accuracy"]
-    assert clean - ours >= MIN_EFFECT * (clean - 83.29), (clean, ours)
+    assert result["published"] == paper.published_dict(experiment="poisoning.untargeted",
+                                                       method="penalty", npoison=10)
+    check_table5_row(result, 83.29, 0.43)
 
 
 def test_table5_untargeted_1pct_label_flip(tmp_path, shared_data_dir):
     # Label-flip baseline (no bilevel phase, well under a minute). Seed 0 measured 86.61
     # and 86.59 (after the log-softmax cross-entropy change).
-    # Tolerance: 2 published sd = 0.64 points.
+    # Tolerance: 2 published sd = 0.64 points. No effect bound: ten flipped labels move the
+    # accuracy by less than the seed-to-seed spread of the clean model (poisoning/README.md).
     result = run_script("poisoning.untargeted", tmp_path, shared_data_dir,
                         "--method", "label-flip", "--npoison", "10")
-    ours, pub = value_and_published(result)
-    assert (pub["mean"], pub["sd"]) == (86.71, 0.32)
-    assert abs(ours - 86.71) <= 2 * 0.32, ours
+    check_table5_row(result, 86.71, 0.32, effect=False)
 
 
 def test_table5_targeted_6pct_label_flip(tmp_path, shared_data_dir):
@@ -90,11 +105,7 @@ def test_table5_targeted_6pct_label_flip(tmp_path, shared_data_dir):
     # reach MIN_EFFECT of the paper's rise over our clean classifier.
     result = run_script("poisoning.targeted", tmp_path, shared_data_dir,
                         "--method", "label-flip", "--npoison", "60")
-    ours, pub = value_and_published(result)
-    assert (pub["mean"], pub["sd"]) == (32.88, 3.47)
-    assert abs(ours - 32.88) <= 2 * 3.47, ours
-    clean = result["metrics"]["clean_success_rate"]
-    assert ours - clean >= MIN_EFFECT * (32.88 - clean), (clean, ours)
+    check_table5_row(result, 32.88, 3.47)
 
 
 def test_table5_targeted_2pct_penalty_full_budget(tmp_path, shared_data_dir):
@@ -104,17 +115,14 @@ def test_table5_targeted_2pct_penalty_full_budget(tmp_path, shared_data_dir):
     # the clean classifier's must be MIN_EFFECT of the paper's.
     result = run_script("poisoning.targeted", tmp_path, shared_data_dir,
                         "--method", "penalty", "--npoison", "20")
-    ours, pub = value_and_published(result)
-    assert (pub["mean"], pub["sd"]) == (41.64, 4.43)
-    assert abs(ours - 41.64) <= 2 * 4.43, ours
-    clean = result["metrics"]["clean_success_rate"]
-    assert ours - clean >= MIN_EFFECT * (41.64 - clean), (clean, ours)
+    check_table5_row(result, 41.64, 4.43)
 
 
 def test_franceschi_mnist_small_penalty_full_budget(tmp_path, shared_data_dir):
     # Full budget (100 epochs x 25 upper iterations, T = 20, 500 retraining epochs).
-    # Seed 0 measured 90.54 (results/franceschi.mnist_small.penalty). The paper gives no spread for 90.77; the claim the number
-    # supports is "Penalty beats Franceschi et al.'s 90.09". Tolerance: the gap between
+    # Seed 0 measured 90.54 (results/franceschi.mnist_small.penalty). The paper gives no
+    # spread for 90.77; the claim the number supports is "Penalty beats Franceschi et al.'s
+    # 90.09". Tolerance: the gap between
     # the two published numbers, 0.68 points, on either side of 90.77 (so the lower end
     # is exactly the claim).
     result = run_script("importance_learning.mnist_small", tmp_path, shared_data_dir,
