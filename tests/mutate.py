@@ -12,8 +12,10 @@ script copies the repository's code (COPIED) into a temporary directory, applies
 mutation THERE (the real files are never written), and runs the fast tests (FAST_TESTS,
 ``pytest -x -q -p no:cacheprovider``) with that copy as working directory and first on
 PYTHONPATH. A mutation is *killed* when the tests fail (or time out) and *survives* when
-they pass. To save time the one-step tests of the mutated solver (``-k penalty`` etc.) run
-first; only if they pass does the whole list run (a subset failing means the whole fails). Before the mutations it checks that
+they pass. To save time a few selections per file (FOCUS: the one-step tests of the mutated
+solver, ``-k penalty`` etc.; for autodiff.py and base.py the tests that read them most
+directly) run first; only if they pass does the whole list run (a subset failing means the
+whole fails). Before the mutations it checks that
 
 * every snippet occurs exactly once in its file (else the list is stale: error, exit 2);
 * ``import penalty_tf`` in the copy's environment resolves to the copy (penalty_tf is
@@ -50,9 +52,13 @@ PEN, AG, RMD_, GD_ = ("penalty_tf/solvers/penalty.py", "penalty_tf/solvers/appro
                       "penalty_tf/solvers/rmd.py", "penalty_tf/solvers/gd.py")
 BASE, AD = "penalty_tf/solvers/base.py", "penalty_tf/autodiff.py"
 ONE_STEP = "tests/test_one_step.py"
-#: ``-k`` keyword selecting the one-step tests of the solver a file implements; these run
-#: first so that most mutants are killed without running the whole fast suite.
-FOCUS = {PEN: "penalty", AG: "approxgrad", RMD_: "rmd", GD_: "gd"}
+#: Test selections run first, in order, for a mutation of each file, so that most mutants
+#: are killed by a few tests instead of the whole fast suite: the one-step tests of the
+#: solver a file implements; for the shared code, the tests that read it most directly.
+FOCUS = {PEN: [[ONE_STEP, "-k", "penalty"]], AG: [[ONE_STEP, "-k", "approxgrad"]],
+         RMD_: [[ONE_STEP, "-k", "rmd"]], GD_: [[ONE_STEP, "-k", "gd"]],
+         AD: [["tests/test_autodiff.py"], [ONE_STEP]],
+         BASE: [[ONE_STEP], ["tests/test_solvers.py", "-k", "nan or finite"]]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,18 +379,18 @@ def first_failure(tail: str) -> str:
 
 
 def run_one(mutation: Mutation, tests: list[str]) -> tuple[Mutation, int | None, float, str]:
-    """Run the tests on a mutated copy: first (to kill fast) the one-step tests of the
-    mutated solver (FOCUS), then, if those pass, every test in ``tests``."""
+    """Run the tests on a mutated copy: first (to kill fast) the selections of FOCUS for the
+    mutated file that are among ``tests``, then, if those pass, every test in ``tests``."""
     root = make_copy(apply=mutation)
     try:
-        focus = FOCUS.get(mutation.file)
-        if focus is not None and ONE_STEP in tests:
-            code, seconds, tail = run_tests(root, [ONE_STEP, "-k", focus])
+        total = 0.0
+        stages = [stage for stage in FOCUS.get(mutation.file, []) if stage[0] in tests] + [tests]
+        for stage in stages:
+            code, seconds, tail = run_tests(root, stage)
+            total += seconds
             if code != 0:
-                return mutation, code, seconds, tail
-            code, more, tail = run_tests(root, tests)
-            return mutation, code, seconds + more, tail
-        return (mutation, *run_tests(root, tests))
+                break
+        return mutation, code, total, tail
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
