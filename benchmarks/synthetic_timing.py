@@ -59,7 +59,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from penalty_tf import experiment, paper
+from penalty_tf.paper import experiment, published as paper
 
 EXPERIMENT = "benchmarks.synthetic_timing"
 EXAMPLES = ("SMD20", "SMD21", "SMD24", "SMD23")

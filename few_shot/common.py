@@ -49,7 +49,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from penalty_tf import experiment, paper
+from penalty_tf.paper import experiment, published as paper
 
 #: Query images per class in every task (the original's ntest_per_cls).
 QUERY_PER_CLASS = 15

@@ -26,7 +26,7 @@ import argparse
 import numpy as np
 
 from few_shot import common
-from penalty_tf import experiment
+from penalty_tf.paper import experiment
 
 EXPERIMENT = "few_shot.miniimagenet"
 

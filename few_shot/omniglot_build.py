@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from penalty_tf import experiment
+from penalty_tf.paper import experiment
 
 
 def main(argv: list[str] | None = None):

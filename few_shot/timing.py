@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from penalty_tf import experiment
+from penalty_tf.paper import experiment
 
 SETTINGS = {
     # dataset: (image shape, nway, kshot, meta-batch, encoder kwargs, iterations per method)

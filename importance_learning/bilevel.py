@@ -97,7 +97,7 @@ class Classifier:
                 progress(epoch + 1)
         loss = float(loss)
         if epochs > 0 and nb > 0 and not np.isfinite(loss):
-            from penalty_tf.experiment import ExperimentError
+            from penalty_tf.paper.experiment import ExperimentError
             raise ExperimentError(f"plain training diverged (loss {loss}); lower the learning rate")
         return loss
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from importance_learning import driver
-from penalty_tf import experiment
+from penalty_tf.paper import experiment
 
 
 def _flags(parser):

@@ -49,7 +49,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import numpy as np
 
 from importance_learning import core
-from penalty_tf import experiment, paper
+from penalty_tf.paper import experiment, published as paper
 
 BILEVEL_METHODS = ("penalty", "approxgrad")
 BASELINES = ("oracle", "val-only", "train-val")

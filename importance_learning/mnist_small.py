@@ -14,7 +14,7 @@ The original's accuracy formula here divides by ceil(N/200)*200 (exact for 10,00
 from __future__ import annotations
 
 from importance_learning import driver
-from penalty_tf import experiment
+from penalty_tf.paper import experiment
 
 
 def load(args) -> driver.Split:

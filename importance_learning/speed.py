@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from penalty_tf import experiment
+from penalty_tf.paper import experiment
 
 
 CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}

@@ -19,7 +19,7 @@ pre-training Adam(1e-3).
 from __future__ import annotations
 
 from importance_learning import driver
-from penalty_tf import experiment
+from penalty_tf.paper import experiment
 
 
 def load(args) -> driver.Split:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from penalty_tf import experiment
+from penalty_tf.paper import experiment
 
 
 def main(argv=None):

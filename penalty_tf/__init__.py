@@ -19,7 +19,7 @@ compiled upper-level iteration::
 __version__ = "0.1.0"
 
 # The public names are loaded on first use (PEP 562), so that light modules such as
-# `penalty_tf.experiment` and `penalty_tf.paper` import without TensorFlow.
+# `penalty_tf.paper.experiment` and `penalty_tf.paper` import without TensorFlow.
 _LAZY = {
     "gradient_plus_hvp": "penalty_tf.autodiff", "hvp": "penalty_tf.autodiff",
     "hvp_and_mixed_vp": "penalty_tf.autodiff", "mixed_vp": "penalty_tf.autodiff",

@@ -40,7 +40,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from penalty_tf import experiment, losses, paper
+from penalty_tf import losses
+from penalty_tf.paper import experiment, published as paper
 
 NAME = "poisoning.clean_label"
 MAX_SAVED = 30

@@ -30,7 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from penalty_tf import experiment, losses, paper
+from penalty_tf import losses
+from penalty_tf.paper import experiment, published as paper
 
 NCLASS = 10
 DIM = 784

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from penalty_tf.experiment import ExperimentError
+from penalty_tf.paper.experiment import ExperimentError
 
 WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"

@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from penalty_tf import experiment
+from penalty_tf.paper import experiment
 from poisoning import common
 
 NAME = "poisoning.untargeted"

@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from penalty_tf import experiment, paper
+from penalty_tf.paper import experiment, published as paper
 
 EXAMPLES = ("SMD20", "SMD21", "SMD24", "SMD23")
 ALL_EXAMPLES = ("SMD20", "SMD21", "SMD22", "SMD23", "SMD24")

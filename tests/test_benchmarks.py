@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import memory_probe, synthetic_timing
-from penalty_tf import experiment, paper
+from penalty_tf.paper import experiment, published as paper
 
 METHODS = ("gd", "rmd", "approxgrad", "penalty")
 MODES = ("step", "steps")

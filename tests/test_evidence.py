@@ -1,4 +1,4 @@
-"""Every number in the READMEs is backed by a committed result file (penalty_tf.evidence).
+"""Every number in the READMEs is backed by a committed result file (penalty_tf.paper.evidence).
 
 The first tests check the repository itself: the claims of results/claims.json against
 their result files and the READMEs, no measured-looking README number without evidence,
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from penalty_tf import evidence
+from penalty_tf.paper import evidence
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"

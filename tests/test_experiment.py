@@ -1,4 +1,4 @@
-"""Tests of the shared run plumbing in penalty_tf.experiment."""
+"""Tests of the shared run plumbing in penalty_tf.paper.experiment."""
 
 import argparse
 import json
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from penalty_tf import experiment as ex
+from penalty_tf.paper import experiment as ex
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,7 +166,7 @@ def test_save_figure_atomic_failure_keeps_old_png(tmp_path, monkeypatch):
 
 
 def test_importing_experiment_does_not_import_pyplot_or_tensorflow():
-    code = ("import sys, penalty_tf.experiment; "
+    code = ("import sys, penalty_tf.paper.experiment; "
             "print('matplotlib.pyplot' in sys.modules, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                          text=True, check=True)
@@ -339,7 +339,7 @@ def test_run_main_passes_return_status_and_other_errors():
 def test_run_main_in_a_real_process_has_no_traceback(tmp_path):
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent("""
-        from penalty_tf.experiment import ExperimentError, run_main
+        from penalty_tf.paper.experiment import ExperimentError, run_main
 
         def main():
             raise ExperimentError("bad --npoison: -1 (must be >= 1)")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from few_shot import fake_data, miniimagenet, omniglot, omniglot_build
-from penalty_tf.experiment import ExperimentError
+from penalty_tf.paper.experiment import ExperimentError
 
 TINY = ["--nway", "3", "--kshot", "1", "--meta-batch", "2", "--test-tasks", "3", "--test-steps", "3",
         "--lower-steps", "2", "--linear-steps", "2", "--query-per-class", "3", "--quiet"]

@@ -184,14 +184,14 @@ def test_resume_equals_uninterrupted(shared_data_dir, tmp_path):
     for e1, e2 in zip(full["metrics"]["epochs"], resumed["metrics"]["epochs"]):
         assert e1["rho"] == e2["rho"] and e1["f"] == pytest.approx(e2["f"], abs=1e-6)
     # resuming with other settings is refused
-    from penalty_tf.experiment import ExperimentError
+    from penalty_tf.paper.experiment import ExperimentError
     with pytest.raises(ExperimentError, match="other settings"):
         mnist_small.main(common + ["--out", str(tmp_path / "cut"), "--resume", "--noise", "0.25"])
 
 
 def test_nan_loss_is_a_clear_error_and_keeps_the_checkpoint(shared_data_dir, tmp_path):
     from importance_learning import mnist_small
-    from penalty_tf.experiment import ExperimentError
+    from penalty_tf.paper.experiment import ExperimentError
 
     with pytest.raises(ExperimentError, match="not finite.*--resume"):
         mnist_small.main(["--data-dir", str(shared_data_dir), "--out", str(tmp_path), "--train-size", "200",

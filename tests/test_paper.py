@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from penalty_tf import paper
-from penalty_tf.paper import PUBLISHED, lookup, published_dict
+from penalty_tf.paper import published as paper
+from penalty_tf.paper.published import PUBLISHED, lookup, published_dict
 
 
 def test_row_counts_per_table():

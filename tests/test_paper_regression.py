@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from penalty_tf import paper, report
+from penalty_tf.paper import published as paper, report
 
 pytestmark = pytest.mark.paper
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.paper
 def run_script(module, out, data_dir, *flags, timeout=1800, reduced=None):
     """Run ``python -m module flags`` (seed 0) and return its result.json as a dict.
 
-    Asserts the run's budget by the rule of `penalty_tf.report`: full (no budget flag below
+    Asserts the run's budget by the rule of `penalty_tf.paper.report`: full (no budget flag below
     the original's value) unless ``reduced`` names the exact reduced flags expected, so a
     default changed to a smaller budget fails here instead of passing a weaker test.
     """

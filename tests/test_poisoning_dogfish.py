@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from penalty_tf.datasets import DataError, dogfish
-from penalty_tf.experiment import ExperimentError
+from penalty_tf.paper.experiment import ExperimentError
 from poisoning import clean_label
 
 REPO = Path(__file__).resolve().parent.parent

@@ -232,7 +232,7 @@ def test_bad_input_exits_cleanly(module, args, message, shared_data_dir):
     (["--npoison", "401"], "only 400 eights"),                 # the validation eights
 ])
 def test_targeted_label_flip_bad_npoison(args, message, shared_data_dir, tmp_path):
-    from penalty_tf.experiment import ExperimentError
+    from penalty_tf.paper.experiment import ExperimentError
 
     with pytest.raises(ExperimentError, match=message):
         targeted.main(["--method", "label-flip", *args, "--quiet",

@@ -17,7 +17,7 @@ the test runs seed 0) and why it sits where it does.
 import numpy as np
 import pytest
 
-from penalty_tf import experiment
+from penalty_tf.paper import experiment
 from penalty_tf.datasets import from_mnist
 
 

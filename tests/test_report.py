@@ -1,11 +1,11 @@
-"""penalty_tf.report: grouping, aggregation, spread difference, verdicts, budget, bad files."""
+"""penalty_tf.paper.report: grouping, aggregation, spread difference, verdicts, budget, bad files."""
 
 import json
 import math
 
 import pytest
 
-from penalty_tf import paper, report
+from penalty_tf.paper import published as paper, report
 
 UNT1 = paper.published_dict(experiment="poisoning.untargeted", method="penalty", npoison=10)
 TGT2 = paper.published_dict(experiment="poisoning.targeted", method="penalty", npoison=20)

@@ -1,10 +1,10 @@
-"""penalty_tf.reproduce: row ids from the registry, --list, --dry-run commands."""
+"""penalty_tf.paper.reproduce: row ids from the registry, --list, --dry-run commands."""
 
 import sys
 
 import pytest
 
-from penalty_tf import paper, reproduce
+from penalty_tf.paper import published as paper, reproduce
 
 
 def test_one_unique_row_id_per_published_number():

@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from penalty_tf.experiment import ExperimentError
-
 ENV_VAR = "PENALTY_TF_DATA"
 
 
-class DataError(ExperimentError):
-    """A dataset file is missing, truncated or malformed (scripts exit with status 2)."""
+class DataError(Exception):
+    """A dataset file is missing, truncated or malformed.
+
+    The experiment scripts report it like a bad flag: ``error: <message>`` and exit status 2
+    (`penalty_tf.paper.experiment.run_main`)."""
 
 
 def search_dirs(data_dir: Optional[os.PathLike | str] = None) -> list[Path]:

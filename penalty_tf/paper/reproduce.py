@@ -1,7 +1,7 @@
 """Reproduce rows of the paper's tables with one command.
 
-    python -m penalty_tf.reproduce --list [--budget full|reduced]
-    python -m penalty_tf.reproduce ROW_ID ... [--seeds 5] [--out DIR] [--budget full|reduced]
+    python -m penalty_tf.paper.reproduce --list [--budget full|reduced]
+    python -m penalty_tf.paper.reproduce ROW_ID ... [--seeds 5] [--out DIR] [--budget full|reduced]
                                    [--dry-run] [--data-dir DIR]
 
 Row ids are derived from the registry :data:`penalty_tf.paper.PUBLISHED`, one per
@@ -18,7 +18,7 @@ published number that this code produces:
 Literature baselines quoted by the paper (maml, ren, rmd outside Table 2, ...) are listed
 by ``--list`` as not reproducible. Table 2 runs write one ``published`` dict per setting, so
 the report lists them under "Other runs" (compare their seconds per 1000 iterations by hand). Each seed ``s`` runs ``python -m <script> <flags> --seed s --out
-DIR/<row>/seed<s>`` in a subprocess; then the report (:mod:`penalty_tf.report`) over DIR
+DIR/<row>/seed<s>`` in a subprocess; then the report (:mod:`penalty_tf.paper.report`) over DIR
 is printed.
 
 Reduced budgets (``--budget reduced``: a quick check, reported as "not comparable"):
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from penalty_tf import paper
+from penalty_tf.paper import published as paper
 
 __all__ = ["Row", "rows", "command", "main"]
 
@@ -161,7 +161,7 @@ def _select(ids: list[str]) -> list[Row]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m penalty_tf.reproduce",
+    parser = argparse.ArgumentParser(prog="python -m penalty_tf.paper.reproduce",
                                      description="Run the commands of paper table rows, then report.")
     parser.add_argument("rows", nargs="*", metavar="ROW_ID")
     parser.add_argument("--list", action="store_true", help="print every row id and its command")
@@ -187,7 +187,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 failed += subprocess.run(cmd).returncode != 0
     if args.dry_run:
         return 0
-    from penalty_tf import report
+    from penalty_tf.paper import report
     report.main([str(args.out)])
     return 1 if failed else 0
 

@@ -1,6 +1,6 @@
 """Side-by-side report of our runs against the paper's published numbers.
 
-    python -m penalty_tf.report RUNS_DIR [--format markdown|csv] [--out FILE] [--plot-dir DIR]
+    python -m penalty_tf.paper.report RUNS_DIR [--format markdown|csv] [--out FILE] [--plot-dir DIR]
 
 Reads every ``result.json`` under RUNS_DIR (recursively), groups the runs of the same
 (experiment, method, setting, budget) across seeds into mean ± sd (sample sd, ddof = 1) and n,
@@ -265,7 +265,7 @@ def aggregate(runs: list[Run]) -> tuple[list[Group], list[Run]]:
 
 def _paper_order(key: str) -> tuple:
     """Sort key: position of the group's published row in the registry."""
-    from penalty_tf import paper
+    from penalty_tf.paper import published as paper
     table, experiment, method, setting, _ = json.loads(key)
     for i, row in enumerate(paper.PUBLISHED):
         if (row.table, row.experiment, row.method) == (table, experiment, method) \
@@ -433,7 +433,7 @@ def report(root: Path, fmt: str = "markdown") -> tuple[str, list[Group]]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m penalty_tf.report",
+    parser = argparse.ArgumentParser(prog="python -m penalty_tf.paper.report",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("runs_dir", type=Path, help="folder searched for result.json")
     parser.add_argument("--format", choices=["markdown", "csv"], default="markdown")

@@ -4,7 +4,7 @@ Every number the paper reports for an experiment of this project is one
 :class:`PublishedNumber` in the tuple :data:`PUBLISHED`. Scripts look up the number
 for their setting and store it in the ``"published"`` field of ``result.json``::
 
-    from penalty_tf import paper
+    from penalty_tf.paper import published as paper
     paper.published_dict(experiment="poisoning.untargeted", method="penalty", npoison=10)
     # {'table': 'Table 5', ..., 'mean': 83.29, 'sd': 0.43, 'spread': 'sd', ...}
 

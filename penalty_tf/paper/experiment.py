@@ -174,7 +174,7 @@ def seed_everything(seed: int) -> np.random.Generator:
     Note: with XLA (``jit_compile=True``) TensorFlow ignores global seeds; compiled
     code must use ``tf.random.Generator`` or stateless random ops.
     """
-    import keras  # imported lazily: keeps ``import penalty_tf.experiment`` light
+    import keras  # imported lazily: keeps ``import penalty_tf.paper.experiment`` light
 
     seed = int(seed)
     keras.utils.set_random_seed(seed)
@@ -440,14 +440,16 @@ class Timer:
 def run_main(main_fn: Callable[[], Any]) -> None:
     """Run a script's ``main`` and turn :class:`ExperimentError` into a clean exit.
 
-    On ``ExperimentError`` prints ``error: <message>`` to stderr and exits with
+    On ``ExperimentError`` (or a dataset's `DataError`) prints ``error: <message>`` to stderr and exits with
     status 2 (as argparse does for bad flags), without a traceback. Any other
     exception propagates unchanged (a bug should show its traceback). If ``main_fn``
     returns an int, it is used as the exit status.
     """
+    from penalty_tf.datasets.lookup import DataError
+
     try:
         status = main_fn()
-    except ExperimentError as error:
+    except (ExperimentError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     if isinstance(status, int) and not isinstance(status, bool):

@@ -1,9 +1,9 @@
 """Evidence behind every published number: record runs into ``results/``, check claims.
 
-    python -m penalty_tf.evidence run NAME [--note TEXT] -- python -m poisoning.untargeted ...
-    python -m penalty_tf.evidence check            # every README claim against its result file
-    python -m penalty_tf.evidence list             # the recorded runs, their commands and dates
-    python -m penalty_tf.evidence blocks           # rewrite the README report blocks from results/
+    python -m penalty_tf.paper.evidence run NAME [--note TEXT] -- python -m poisoning.untargeted ...
+    python -m penalty_tf.paper.evidence check            # every README claim against its result file
+    python -m penalty_tf.paper.evidence list             # the recorded runs, their commands and dates
+    python -m penalty_tf.paper.evidence blocks           # rewrite the README report blocks from results/
 
 ``run`` executes the command with ``--out <folder>`` appended (or with ``{out}`` in the
 command replaced by it), and on success moves what the run wrote to ``results/NAME/``
@@ -21,7 +21,7 @@ format appears in that text, and that the README has no measured-looking number 
 neither claimed, nor a published number of the paper, nor on the allow list of
 ``claims.json`` (settings such as ``0.25`` noise, versions); a README's report block
 (``<!-- report: results -->`` … ``<!-- /report -->``) must equal the tables of
-``python -m penalty_tf.report results``. Format of a claim::
+``python -m penalty_tf.paper.report results``. Format of a claim::
 
     {"file": "README.md", "text": "| MNIST small-scale hyper-cleaning, 50 % noise | 90.54 % |",
      "values": [{"result": "franceschi.mnist_small.penalty",
@@ -155,7 +155,7 @@ def record(name: str, argv: Sequence[str], *, results: Path = RESULTS, note: str
         staged = tmp / "staged"
         staged.mkdir()
         omitted = _keep(run_dir, staged)
-        from penalty_tf.experiment import versions, write_json_atomic
+        from penalty_tf.paper.experiment import versions, write_json_atomic
         write_json_atomic(staged / "evidence.json", {
             "name": name, "command": _display(_with_out(argv, display_out)),
             "seed": _seed_of(argv), "started": started, "finished": _now(),
@@ -211,7 +211,7 @@ def formatted_value(spec: dict[str, Any], results: Path = RESULTS) -> str:
 
     ``result`` names one record; or ``results`` lists several (e.g. the seeds of a row) and
     ``stat`` says which statistic of their values is printed: ``mean`` or ``sd`` (sample
-    standard deviation, ddof = 1, as `penalty_tf.report`).
+    standard deviation, ddof = 1, as `penalty_tf.paper.report`).
     """
     if "results" in spec:
         values = [_value(spec, name, results) for name in spec["results"]]
@@ -289,7 +289,7 @@ def measured_numbers(text: str) -> list[str]:
 
 
 def _published_numbers() -> set[str]:
-    from penalty_tf import paper
+    from penalty_tf.paper import published as paper
     numbers = set()
     for row in paper.PUBLISHED:
         for value in (row.mean, row.sd):
@@ -299,13 +299,13 @@ def _published_numbers() -> set[str]:
 
 
 #: A report block of a README: ``<!-- report: FOLDER -->`` … ``<!-- /report -->``, the
-#: tables of ``python -m penalty_tf.report FOLDER`` (checked by `check_report_blocks`).
+#: tables of ``python -m penalty_tf.paper.report FOLDER`` (checked by `check_report_blocks`).
 REPORT_BLOCK = re.compile(r"<!-- report: (\S+) -->\n(.*?)<!-- /report -->", re.S)
 
 
 def report_tables(folder: Path) -> str:
     """The report over ``folder`` without its "Other runs" section, as README blocks hold it."""
-    from penalty_tf import report
+    from penalty_tf.paper import report
     text, _ = report.report(folder)
     return text.split("### Other runs")[0].strip()
 
@@ -317,8 +317,8 @@ def check_report_blocks(root: Path = REPO_ROOT) -> list[Problem]:
         for folder, block in REPORT_BLOCK.findall((root / file).read_text(encoding="utf-8")):
             if block.strip() != report_tables(root / folder):
                 problems.append(Problem(file, f"the report block of {folder} differs from "
-                                              f"python -m penalty_tf.report {folder}; regenerate it with "
-                                              "python -m penalty_tf.evidence blocks"))
+                                              f"python -m penalty_tf.paper.report {folder}; regenerate it with "
+                                              "python -m penalty_tf.paper.evidence blocks"))
     return problems
 
 
@@ -382,7 +382,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(prog="python -m penalty_tf.evidence", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m penalty_tf.paper.evidence", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="run a command and record its outputs as results/NAME")
     run.add_argument("name")
