@@ -1,4 +1,4 @@
-"""Shared machinery of the few-shot experiments (REFERENCE.md §3.5).
+"""Shared machinery of the few-shot experiments (docs/original.md §3.5).
 
 The bilevel problem: u = the encoder's variables, v = the T classifiers of a meta-batch.
 
@@ -16,7 +16,7 @@ over all groups) and ApproxGrad's p and per-group residual are likewise unchange
 grouping, because task t's losses depend only on (u, W_t, b_t). A test checks batched
 against per-task groups for both solvers.
 
-**Faithful quirks** (each reproduced by default, REFERENCE.md §3.5.2, §1.6, §5.3 #41):
+**Faithful quirks** (each reproduced by default, docs/original.md §3.5.2, §1.6, §5.3 #41):
 
 * `reset_classifiers` re-draws W and b before every meta-iteration but does **not**
   reset the bilevel solver's state: the classifiers' Adam moments, Penalty's nu and
@@ -106,7 +106,7 @@ class FeatureBatch(NamedTuple):
 
 
 class TaskSampler:
-    """The original's ``get_tasks`` (REFERENCE.md §3.5.4) on one split.
+    """The original's ``get_tasks`` (docs/original.md §3.5.4) on one split.
 
     For each task of a meta-batch: the classes not yet used in this meta-batch are
     shuffled and the first N taken (the used list is cleared when fewer than N + 1

@@ -3,7 +3,7 @@
     python -m few_shot.miniimagenet --nway 5 --kshot 5 --method penalty --data-dir DIR --out runs/mi_5w5s
 
 The original's "lines 37 & 38" are ``--nway`` and ``--kshot`` (K defaults as the
-original's files: 5 for Penalty, 1 for ApproxGrad). Settings (REFERENCE.md §3.7):
+original's files: 5 for Penalty, 1 for ApproxGrad). Settings (docs/original.md §3.7):
 meta-batch 2 (600 meta-test tasks = 300 meta-batches); lr_u = lr_v = 1e-3 (ApproxGrad
 lr_p = 1e-3, sigma 1e-3, 20 linear-system steps); Penalty rho_0 = lambda_0 = eps_0 = 1e-2,
 nu_0 = 1e-4, 20 lower steps, 20,001 meta-iterations; ApproxGrad 10,001 meta-iterations

@@ -5,7 +5,7 @@
 The original's "lines 59 & 60" are ``--nway`` and ``--kshot``; as there, N = 5 sets 5,000
 meta-iterations with meta-batch 30, otherwise 10,000 with meta-batch 15 (600 meta-test
 tasks either way: 20 or 40 meta-batches). Every other setting is a flag with the
-original's default (REFERENCE.md §3.6): lr_u = lr_v = 1e-2 (ApproxGrad also lr_p = 1e-2,
+original's default (docs/original.md §3.6): lr_u = lr_v = 1e-2 (ApproxGrad also lr_p = 1e-2,
 sigma 1e-3, 20 linear-system steps), rho_0 = lambda_0 = eps_0 = 1e-2, nu_0 = 1e-4,
 c_rho 1.1, c_lamb = c_eps = 0.9, learning rates x0.99 on convergence, 20 lower steps,
 meta-test: 100 Adam steps with lr 1e-3 (Penalty) or 1e-2 (ApproxGrad: its lr_v).

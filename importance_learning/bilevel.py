@@ -1,5 +1,5 @@
 """The TensorFlow side of importance learning: classifier training, prediction and the bilevel
-problem with the original's importance slot (REFERENCE.md §3.0.1–3.0.3).
+problem with the original's importance slot (docs/original.md §3.0.1–3.0.3).
 
 The bilevel problem: v = the classifier's weights, u = importance logits z of the training
 points, a = (tanh z + 1)/2;

@@ -1,4 +1,4 @@
-"""CIFAR10 with the original's augmentation: Table 3, CIFAR10 rows (REFERENCE.md §3.3).
+"""CIFAR10 with the original's augmentation: Table 3, CIFAR10 rows (docs/original.md §3.3).
 
     python -m importance_learning.cifar10 --noise 0.25 --method penalty --out runs/cifar25
 

@@ -7,7 +7,7 @@ WRN-28-10 lower level, Penalty with T = 1 and 1,000 clean validation points
 
 The paper's appendix with the settings of this experiment is not available, so the choices
 below follow Ren et al.'s uniform-flip CIFAR10 setup where they made one, and the paper's
-own denoising settings (REFERENCE.md §3.3) for the bilevel part. Every choice is a flag:
+own denoising settings (docs/original.md §3.3) for the bilevel part. Every choice is a flag:
 
 * data: the 50,000 official training images; validation = 100 clean images per class
   (1,000, as Ren et al.) drawn with the seed and removed from the training set; the

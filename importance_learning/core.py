@@ -1,6 +1,6 @@
 """The NumPy side of importance learning: label noise, importance maths, accuracies, statistics.
 
-Everything here follows the original denoising drivers (REFERENCE.md §3.0) and is tested
+Everything here follows the original denoising drivers (docs/original.md §3.0) and is tested
 number by number in ``tests/test_importance_core.py``:
 
 * `inject_noise` — the first ``int(rho N)`` training labels (dataset order, not a random

@@ -2,7 +2,7 @@
 
     python -m importance_learning.mnist --noise 0.5 --method penalty --out runs/mnist50
 
-Pipeline (REFERENCE.md §3.0), identical for all datasets, as in the original:
+Pipeline (docs/original.md §3.0), identical for all datasets, as in the original:
 
 1. load the dataset's train / validation / test split (optionally only the first
    ``--train-size`` training points), inject label noise on the first ``int(noise N)``

@@ -1,4 +1,4 @@
-"""MNIST large scale with the CNN: Table 3, MNIST rows (REFERENCE.md §3.2).
+"""MNIST large scale with the CNN: Table 3, MNIST rows (docs/original.md §3.2).
 
     python -m importance_learning.mnist --noise 0.25 --method penalty --out runs/mnist25
 

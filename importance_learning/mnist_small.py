@@ -1,5 +1,5 @@
 """MNIST small-scale hyper-cleaning with softmax regression: the comparison with Franceschi et
-al. (paper 90.77 % vs their 90.09 %, 50 % noise). REFERENCE.md §3.1.
+al. (paper 90.77 % vs their 90.09 %, 50 % noise). docs/original.md §3.1.
 
     python -m importance_learning.mnist_small --noise 0.5 --out runs/mnist_small
 

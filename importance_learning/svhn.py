@@ -1,4 +1,4 @@
-"""SVHN (greyscale, unnormalised): Table 3, SVHN rows (REFERENCE.md §3.4).
+"""SVHN (greyscale, unnormalised): Table 3, SVHN rows (docs/original.md §3.4).
 
     python -m importance_learning.svhn_preprocess --data-dir D      # once: .mat -> HDF5
     python -m importance_learning.svhn --noise 0.5 --data-dir D --out runs/svhn50

@@ -1,4 +1,4 @@
-"""SVHN preprocessing, as the original's ``pre_process_svhn_data.py`` (REFERENCE.md §3.4.1).
+"""SVHN preprocessing, as the original's ``pre_process_svhn_data.py`` (docs/original.md §3.4.1).
 
     python -m importance_learning.svhn_preprocess --data-dir D [--out-dir D] [--seed 0]
 

@@ -19,17 +19,22 @@ compiled upper-level iteration::
 __version__ = "0.1.0"
 
 # The public names are loaded on first use (PEP 562), so that light modules such as
-# `penalty_tf.paper.experiment` and `penalty_tf.paper` import without TensorFlow.
+# `penalty_tf.paper.experiment` import without TensorFlow.
 _LAZY = {
     "gradient_plus_hvp": "penalty_tf.autodiff", "hvp": "penalty_tf.autodiff",
     "hvp_and_mixed_vp": "penalty_tf.autodiff", "mixed_vp": "penalty_tf.autodiff",
     "ApproxGrad": "penalty_tf.solvers", "BilevelSolver": "penalty_tf.solvers", "GD": "penalty_tf.solvers",
     "NonFiniteError": "penalty_tf.solvers", "Penalty": "penalty_tf.solvers",
-    "PenaltySchedule": "penalty_tf.solvers", "RMD": "penalty_tf.solvers", "tf1_adam": "penalty_tf.solvers",
+    "PenaltySchedule": "penalty_tf.solvers", "RMD": "penalty_tf.solvers", "tf1_adam": "penalty_tf.optimizers",
+    "ApproxGradConfig": "penalty_tf.solvers", "GDConfig": "penalty_tf.solvers",
+    "PenaltyConfig": "penalty_tf.solvers", "RMDConfig": "penalty_tf.solvers",
+    "make": "penalty_tf.solvers", "BilevelProblem": "penalty_tf.problem",
+    "RunCheckpoint": "penalty_tf.checkpoints",
 }
 
 #: Submodules reachable as attributes (``ptf.callbacks.TensorBoard``, ``ptf.losses``, ...).
-_SUBMODULES = ("autodiff", "callbacks", "datasets", "losses", "models", "solvers")
+_SUBMODULES = ("autodiff", "callbacks", "checkpoints", "datasets", "losses", "models", "optimizers",
+               "problem", "solvers", "training")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES) + ["__version__"]
 

@@ -9,7 +9,7 @@ non-matmul time of a pass. Written with ``log_softmax`` the same value
     CE(y, z) = -sum_c y_c log softmax(z)_c
 
 has a second derivative made of row reductions only. Measured on the MNIST poisoning
-update (REFERENCE §3.8, 1,060 x 10 logits, T = 20): 43 ms -> 35 ms per update, same
+update (docs/original.md §3.8, 1,060 x 10 logits, T = 20): 43 ms -> 35 ms per update, same
 trajectory to float32 rounding (poisoning/README.md). Use these in every loss that a solver
 differentiates twice; first-order training may use either.
 """

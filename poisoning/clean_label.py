@@ -1,4 +1,4 @@
-"""Clean-label feature-collision attack on dog-vs-fish with Penalty (REFERENCE.md §3.11).
+"""Clean-label feature-collision attack on dog-vs-fish with Penalty (docs/original.md §3.11).
 
     python -m poisoning.extract_features --data-dir DIR            # once
     python -m poisoning.clean_label --data-dir DIR --targets 20 --out runs/clean_label

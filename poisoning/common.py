@@ -1,4 +1,4 @@
-"""Shared machinery of the MNIST data-augmentation poisoning attacks (REFERENCE.md §3.8).
+"""Shared machinery of the MNIST data-augmentation poisoning attacks (docs/original.md §3.8).
 
 The attacker adds ``npoison`` points (u, the poison images, clipped to [0, 1]) with fixed
 labels to the 1,000 clean training points of a regularised multinomial logistic

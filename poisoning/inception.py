@@ -1,4 +1,4 @@
-"""The frozen InceptionV3 feature map of the clean-label attack (REFERENCE.md §3.11).
+"""The frozen InceptionV3 feature map of the clean-label attack (docs/original.md §3.11).
 
 ``feature_model(weights, image_size)`` = `keras.applications.InceptionV3` without its top,
 followed by global average pooling (2048-d features), all layers frozen, called in

@@ -4,7 +4,7 @@
 
 The attacker adds ``--npoison`` points (10..60 = 1 %..6 %; must be even) so that the
 retrained classifier labels test *eights* as *3*: the upper cost is the validation
-cross-entropy of eights relabelled 3 (REFERENCE.md §3.8, §3.10).
+cross-entropy of eights relabelled 3 (docs/original.md §3.8, §3.10).
 
 Data (as the original; "balanced" = per class: shuffle its indices, keep the first M/10,
 concatenate in class order, shuffle the whole): train = balanced 1,000 from the first

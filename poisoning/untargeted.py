@@ -4,7 +4,7 @@
 
 The attacker adds ``--npoison`` points (10..60 = 1 %..6 % of the 1,000 clean training
 points) to lower the test accuracy of the retrained classifier: the upper cost is the
-*negative* validation cross-entropy (REFERENCE.md §3.8-3.9).
+*negative* validation cross-entropy (docs/original.md §3.8-3.9).
 
 Data (as the original): Keras MNIST /255, flattened; the official training set is
 shuffled and split into train = first 1,000, validation = next 1,000 and test = next

@@ -1,4 +1,4 @@
-"""Synthetic bilevel test problems SMD20–SMD24 (REFERENCE §2).
+"""Synthetic bilevel test problems SMD20–SMD24 (docs/original.md §2).
 
 Every problem has an upper-level variable ``u = [u1, u2]`` and a lower-level variable
 ``v = [v1, v2]`` with ``len(u1) = p``, ``len(v1) = q`` and ``len(u2) = len(v2) = r``
@@ -87,7 +87,7 @@ __all__ = [
     "make_problem",
 ]
 
-#: The driver's example list, in the original's order (REFERENCE §2.4).
+#: The driver's example list, in the original's order (docs/original.md §2.4).
 EXAMPLES: tuple[str, ...] = ("SMD20", "SMD21", "SMD24", "SMD23")
 #: Every example defined in the original (SMD22 is defined but not in the driver's list).
 ALL_EXAMPLES: tuple[str, ...] = ("SMD20", "SMD21", "SMD22", "SMD23", "SMD24")

@@ -4,7 +4,7 @@
         --epochs 40001 --trials 20 --seed 0 --out runs/smd20
 
 ``--example``, ``--method`` and ``--lower-steps`` take several values (or ``all``). The
-defaults are the original driver's (``test_synthetic.py``, REFERENCE.md §2.4): examples
+defaults are the original driver's (``test_synthetic.py``, docs/original.md §2.4): examples
 SMD20, SMD21, SMD24, SMD23; methods GD, RMD, ApproxGrad, Penalty; T = 1, 5, 10; 40,001
 upper iterations; 20 trials; err, f and g recorded every 10 iterations; lr_u 1e-3,
 lr_v 1e-4, lr_p 1e-4; Penalty rho_0 1, lambda_0 10, eps_0 1, c_rho 1.1; ApproxGrad sigma

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import penalty_tf as ptf
 from penalty_tf import callbacks as cb
+from penalty_tf import training
 from penalty_tf.losses import sparse_softmax_cross_entropy
 
 N, D, C = 40, 5, 3
@@ -59,7 +60,7 @@ def test_run_equals_the_same_steps_called_by_hand_and_returns_epoch_means():
     seen = []
     for _ in range(2):
         for batch in a.dataset():
-            seen.append(cb.batch_logs(a.solver, a.solver.step(batch, lower_steps=3)))
+            seen.append(training.batch_logs(a.solver, a.solver.step(batch, lower_steps=3)))
     history = b.solver.run(b.dataset(), epochs=2, lower_steps=3, verbose=0)
     np.testing.assert_allclose(b.u.numpy(), a.u.numpy(), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(b.w.numpy(), a.w.numpy(), rtol=1e-6, atol=1e-7)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from penalty_tf import files
 from penalty_tf.paper import experiment as ex
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +92,7 @@ def test_write_json_atomic_keeps_old_file_when_rename_fails(tmp_path, monkeypatc
         assert json.loads(Path(src).read_text()) == {"version": 2}
         raise OSError("disk went away")
 
-    monkeypatch.setattr(ex.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk went away"):
         ex.write_json_atomic(path, {"version": 2})
     assert seen["src"].parent == tmp_path
@@ -102,8 +103,8 @@ def test_write_json_atomic_keeps_old_file_when_rename_fails(tmp_path, monkeypatc
 def test_write_json_atomic_fsyncs_before_rename(tmp_path, monkeypatch):
     calls = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(ex.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd)))
-    monkeypatch.setattr(ex.os, "replace",
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(files.os, "replace",
                         lambda a, b: (calls.append("replace"), real_replace(a, b)))
     ex.write_json_atomic(tmp_path / "r.json", {"x": 1})
     assert calls == ["fsync", "replace"]
@@ -122,7 +123,7 @@ def test_save_npz_atomic_roundtrip_and_partial_write_is_never_visible(tmp_path, 
         handle.write(b"PK\x03\x04 half an archive")
         raise KeyboardInterrupt  # as if the run was killed mid-write
 
-    monkeypatch.setattr(ex.np, "savez", savez_that_dies_halfway)
+    monkeypatch.setattr(files.np, "savez", savez_that_dies_halfway)
     with pytest.raises(KeyboardInterrupt):
         ex.save_npz_atomic(path, errs=errs * 2)
     assert path.read_bytes() == old

@@ -1,4 +1,4 @@
-"""Few-shot encoders and the scaled-cosine classifier (REFERENCE.md §3.5.3, §3.6.4, §3.7.3, §0.5)."""
+"""Few-shot encoders and the scaled-cosine classifier (docs/original.md §3.5.3, §3.6.4, §3.7.3, §0.5)."""
 
 import numpy as np
 import pytest

@@ -4,7 +4,7 @@ Each test runs `step()` of a solver twice on a small bilevel problem with plain 
 (`keras.optimizers.SGD`, one per variable group), T = 3 lower steps and every term of the
 update switched on, and compares after EACH step: u, v, the solver's state (Penalty's nu,
 rho, lambda, eps; ApproxGrad's p; every learning rate) and every entry of the returned dict
-with a NumPy re-implementation of the update written from REFERENCE.md section 1. The
+with a NumPy re-implementation of the update written from docs/original.md §1. The
 reference uses hand-written gradients and Hessians (no autodiff, no penalty_tf code).
 
 The problem (u = (ua in R^2, ub in R^1), v = (W in R^{2x2}, c in R^2); x = vec u, y = vec v):

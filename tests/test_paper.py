@@ -1,4 +1,4 @@
-"""Tests of the published numbers in penalty_tf.paper (against REFERENCE.md section 4)."""
+"""Tests of the published numbers in penalty_tf.paper (against docs/original.md §4)."""
 
 import dataclasses
 import json

@@ -423,7 +423,7 @@ def test_nan_in_steps_names_the_iteration():
         solver.steps(iterations=50, lower_steps=1)
     assert str(info.value).startswith(
         "GD: g is not finite (NaN or Inf) after the lower-level steps of upper iteration 9 ")
-    assert solver.iteration == 0   # the failed call is not counted
+    assert solver.iteration == 9   # iterations 0..8 completed; the failed one is not counted
 
 
 def test_bad_arguments():

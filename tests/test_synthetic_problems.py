@@ -1,4 +1,4 @@
-"""Tests for synthetic/problems.py (SMD20–SMD24, REFERENCE §2.2)."""
+"""Tests for synthetic/problems.py (SMD20–SMD24, docs/original.md §2.2)."""
 
 import os
 import sys
@@ -48,7 +48,7 @@ def test_example_lists():
 
 # --------------------------------------------------------------------------- numpy reference
 def _ref_fg(name, A1, A2, u1, u2, v1, v2):
-    """f, g written straight from REFERENCE §2.2 with four separate blocks (float64)."""
+    """f, g written straight from docs/original.md §2.2 with four separate blocks (float64)."""
     one1, one2 = np.ones_like(u1), np.ones_like(u2)
     n = lambda x: float(np.sum(x**2))  # noqa: E731
     if name == "SMD20":

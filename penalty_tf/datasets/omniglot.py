@@ -1,6 +1,6 @@
 """Omniglot as the original's two arrays, and the builder that makes them from PNGs.
 
-Files (REFERENCE.md §3.6.1): ``x_omniglot_1.npy`` float32 (n, 28, 28, 1), stroke pixels 1
+Files (docs/original.md §3.6.1): ``x_omniglot_1.npy`` float32 (n, 28, 28, 1), stroke pixels 1
 and background 0; ``y_omniglot_1.npy`` int32 (n,), class ids. The full dataset has
 32,460 images of 1,623 characters, each in 4 rotations: n = 129,840 and 6,492 classes,
 with class id = 4 x (character index) + (rotation index). The first 1,200 characters

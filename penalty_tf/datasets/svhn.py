@@ -1,5 +1,5 @@
 """SVHN: the official "Format 2: cropped digits" MATLAB files and the HDF5 file the original's
-``pre_process_svhn_data.py`` made from them (REFERENCE.md §3.4.1).
+``pre_process_svhn_data.py`` made from them (docs/original.md §3.4.1).
 
 `preprocess_svhn` reads ``train_32x32.mat`` and ``test_32x32.mat`` (keys ``X`` (32, 32, 3, N)
 uint8, ``y`` (N, 1) with labels 1..10, 10 meaning digit 0; the *extra* set is not used) and

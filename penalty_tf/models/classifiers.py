@@ -1,4 +1,4 @@
-"""The classifiers of the importance-learning experiments (REFERENCE.md §3.0.7), returning logits.
+"""The classifiers of the importance-learning experiments (docs/original.md §3.0.7), returning logits.
 
 * `mnist_softmax_regression` — 784 → Dense(10): 7,850 parameters (small-scale hyper-cleaning).
 * `mnist_cnn` — the original's ``MNIST_keras_model.py`` CNN: 1,389,578 parameters.
@@ -12,7 +12,7 @@ took through cleverhans' ``get_logits``); the softmax lives only in the loss.
 
 Dropout: the original Keras CNNs contain Dropout layers, but its hand-written
 ``session.run`` loops never fed Keras' learning-phase flag, so dropout was a no-op in every
-training and evaluation step (REFERENCE.md §0.2). The layers are kept here so that the
+training and evaluation step (docs/original.md §0.2). The layers are kept here so that the
 architectures read like the original, and the importance-learning code always calls the
 models with ``training=False``, which keeps them inactive. (Calling a model with
 ``training=True``, e.g. through ``model.fit``, would enable dropout and be unfaithful.)

@@ -1,6 +1,6 @@
 """The few-shot models: two encoders (the upper-level u) and the scaled-cosine classifier.
 
-Encoders (REFERENCE.md §3.6.4, §3.7.3, §0.5):
+Encoders (docs/original.md §3.6.4, §3.7.3, §0.5):
 
 * `OmniglotEncoder`: 4 blocks of [3x3 conv, 64 filters, no bias -> batch norm -> ReLU
   (none after the 4th block) -> 2x2 max-pool VALID]; 28 -> 14 -> 7 -> 3 -> 1, giving 64

@@ -8,7 +8,7 @@ for their setting and store it in the ``"published"`` field of ``result.json``::
     paper.published_dict(experiment="poisoning.untargeted", method="penalty", npoison=10)
     # {'table': 'Table 5', ..., 'mean': 83.29, 'sd': 0.43, 'spread': 'sd', ...}
 
-Sources (see REFERENCE.md section 4, checked against the paper text):
+Sources (see docs/original.md §4, checked against the paper text):
 
 * Table 2 - wall-clock seconds per 10,000 upper-level iterations on the synthetic
   examples (mean +- s.d. of 10 runs). The paper calls them "Example 1..4"; the mapping

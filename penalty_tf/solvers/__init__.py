@@ -1,10 +1,24 @@
-"""The four bilevel solvers, all with the same interface (see `base.BilevelSolver`)."""
+"""The bilevel solvers, all on one interface (see `base.BilevelSolver`), and their factory.
 
-from penalty_tf.solvers.approxgrad import ApproxGrad
-from penalty_tf.solvers.base import BilevelSolver, NonFiniteError, tf1_adam
-from penalty_tf.solvers.gd import GD
-from penalty_tf.solvers.penalty import Penalty, PenaltySchedule
-from penalty_tf.solvers.rmd import RMD
+``make(name, problem, config)`` builds any registered solver on a `BilevelProblem`;
+``config_class(name)`` is its settings dataclass.
+"""
 
-__all__ = ["ApproxGrad", "BilevelSolver", "GD", "NonFiniteError", "Penalty",
-           "PenaltySchedule", "RMD", "tf1_adam"]
+from penalty_tf.optimizers import tf1_adam
+from penalty_tf.problem import BilevelProblem
+from penalty_tf.solvers.approxgrad import ApproxGrad, ApproxGradConfig
+from penalty_tf.solvers.base import BilevelSolver
+from penalty_tf.solvers.gd import GD, GDConfig
+from penalty_tf.solvers.monitor import NonFiniteError
+from penalty_tf.solvers.penalty import Penalty, PenaltyConfig, PenaltySchedule
+from penalty_tf.solvers.registry import config_class, make, make_config, names, register
+from penalty_tf.solvers.rmd import RMD, RMDConfig
+
+register("penalty", Penalty, PenaltyConfig)
+register("approxgrad", ApproxGrad, ApproxGradConfig)
+register("gd", GD, GDConfig)
+register("rmd", RMD, RMDConfig)
+
+__all__ = ["ApproxGrad", "ApproxGradConfig", "BilevelProblem", "BilevelSolver", "GD", "GDConfig",
+           "NonFiniteError", "Penalty", "PenaltyConfig", "PenaltySchedule", "RMD", "RMDConfig",
+           "config_class", "make", "make_config", "names", "register", "tf1_adam"]

@@ -12,7 +12,7 @@ with Adam, warm-started from the previous iteration, and updates u on the surrog
 whose u-gradient is ``grad_u f - H_uv p``. One upper-level iteration (`ApproxGrad.step`)
 is, in the original's order: ``lower_steps`` Adam steps on g w.r.t. v, ``linear_steps`` Adam
 steps on h w.r.t. p, one Adam step on f~ w.r.t. u; f, g and h are then evaluated at the new
-point (REFERENCE.md §1.5–1.7).
+point (docs/original.md §1.5–1.7).
 
 Implementation notes: ``grad_p h = 2 (H_vv + sig I) r`` with ``r = H_vv p + sig p - f_v``
 (H symmetric) is computed in closed form with two Hessian-vector products, which equals
@@ -37,13 +37,28 @@ Faithful quirks:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import dataclasses
+from typing import Any, Callable, Optional, Sequence
 
 import tensorflow as tf
 
 from penalty_tf import autodiff
-from penalty_tf.solvers.base import (Bounds, BilevelSolver, Level, Loss, OptimizerSpec,
-                                     VariableSpec)
+from penalty_tf.problem import Bounds, BilevelProblem, Loss, OptimizerSpec, VariableSpec
+from penalty_tf.solvers.base import BilevelSolver, as_count, problem_arguments
+from penalty_tf.solvers.variables import Level
+
+
+@dataclasses.dataclass(frozen=True)
+class ApproxGradConfig:
+    """`ApproxGrad`'s settings: Adam learning rates of u, v and the linear-system vector p,
+    the system's regulariser sigma, and the variant switches (see `ApproxGrad`)."""
+
+    lr_u: float = 1e-3
+    lr_v: float = 1e-4
+    lr_p: float = 1e-4
+    sig: float = 1e-3
+    extra_linear_step: bool = False
+    correction: str = "indexed"
 
 
 class ApproxGrad(BilevelSolver):
@@ -70,9 +85,10 @@ class ApproxGrad(BilevelSolver):
         linear-system steps (all w.r.t. v only).
     """
 
-    checked_quantities = ("the gradient of g w.r.t. the lower variables",
-                          "the gradient of the residual h w.r.t. p",
-                          "the surrogate gradient w.r.t. the upper variables", "f", "g", "h")
+    checked_quantities = {"lower_grad": "the gradient of g w.r.t. the lower variables",
+                          "linear_grad": "the gradient of the residual h w.r.t. p",
+                          "upper_grad": "the surrogate gradient w.r.t. the upper variables",
+                          "f": "f", "g": "g", "h": "h"}
 
     outputs = {"f": tf.float32, "g": tf.float32, "h": tf.float32, "status": tf.int32}
 
@@ -85,31 +101,43 @@ class ApproxGrad(BilevelSolver):
                  lower_initializer: Callable[[], None] | None = None,
                  lower_step_batch: Callable[[Any], Any] | None = None,
                  jit_compile: bool = False, check_finite: bool = True):
-        self.lower_step_batch = lower_step_batch
         if correction not in ("indexed", "all"):
             raise ValueError(f"correction must be 'indexed' or 'all', got {correction!r}")
-        self.upper = Level(upper_vars, upper_optimizer, upper_bounds, "upper_vars")
-        self.lower = Level(lower_vars, lower_optimizer, lower_bounds, "lower_vars")
+        problem = BilevelProblem(upper_loss, lower_loss, upper_vars, lower_vars, upper_bounds,
+                                 lower_bounds, lower_initializer, lower_step_batch)
+        super().__init__(problem, upper_optimizer=upper_optimizer, lower_optimizer=lower_optimizer,
+                         jit_compile=jit_compile, check_finite=check_finite)
         self.p = [[tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="p") for v in group]
                   for group in self.lower.groups]
         self.linear = Level(self.p, linear_optimizer, None, "linear system (p)")
         self.sig = float(sig)
         self.extra_linear_step = extra_linear_step
         self.correction = correction
-        self.correction_weights = self._weights_for(correction_weights)
-        super().__init__(upper_loss, lower_loss, lower_initializer=lower_initializer,
-                         jit_compile=jit_compile, check_finite=check_finite)
+        self._untracked.correction_weights = self._weights_for(correction_weights)
+
+    @classmethod
+    def from_problem(cls, problem: BilevelProblem, config: ApproxGradConfig | None = None,
+                     correction_weights: Optional[Sequence[Any]] = None,
+                     **options: Any) -> "ApproxGrad":
+        """ApproxGrad on ``problem`` with ``config`` (default `ApproxGradConfig()`); options
+        as `Penalty.from_problem`, plus ``linear_optimizer`` and ``correction_weights``."""
+        config = ApproxGradConfig() if config is None else config
+        options.setdefault("upper_optimizer", config.lr_u)
+        options.setdefault("lower_optimizer", config.lr_v)
+        options.setdefault("linear_optimizer", config.lr_p)
+        return cls(**problem_arguments(problem), sig=config.sig,
+                   extra_linear_step=config.extra_linear_step, correction=config.correction,
+                   correction_weights=correction_weights, **options)
 
     def _counts(self, lower_steps: int, linear_steps: int | None = None) -> tuple[int, ...]:
         """``step(batch, lower_steps=T, linear_steps=None)``: T v-steps, ``linear_steps``
         (default T; plus one with ``extra_linear_step``) p-steps, one u-step."""
-        linear_steps = int(lower_steps) if linear_steps is None else int(linear_steps)
-        if linear_steps < 0:
-            raise ValueError(f"linear_steps must be >= 0, got {linear_steps}")
-        return int(lower_steps), linear_steps + int(self.extra_linear_step)
+        lower_steps = as_count(lower_steps, "lower_steps", minimum=1)
+        linear_steps = lower_steps if linear_steps is None else as_count(linear_steps, "linear_steps")
+        return lower_steps, linear_steps + int(self.extra_linear_step)
 
-    def levels(self):
-        return [self.upper, self.lower, self.linear]
+    def named_levels(self):
+        return {"upper": self.upper, "lower": self.lower, "linear": self.linear}
 
     def reset(self) -> None:
         """Learning rates back to their initial values and p back to zero.
@@ -158,8 +186,8 @@ class ApproxGrad(BilevelSolver):
         correction groups, m = ``correction_weights`` (1 when not given), p held constant."""
         grads = []
         weighted = self.linear.variables
-        if self.correction_weights is not None:
-            weighted = [m * p for m, p in zip(self.correction_weights, weighted)]
+        if self._untracked.correction_weights is not None:
+            weighted = [m * p for m, p in zip(self._untracked.correction_weights, weighted)]
         lower_p = self.linear.split(weighted)
         for i, group in enumerate(self.upper.groups):
             chosen = self._correction_groups(i)
@@ -173,11 +201,11 @@ class ApproxGrad(BilevelSolver):
         f_fn, g_fn = self._bind(batch)
         lower_f, lower_g = self._bind_lower_steps(batch, (f_fn, g_fn))
         v = self.lower.variables
-        check, names = self.monitor.check, self.checked_quantities
+        check = self.monitor.check
 
         def lower_step(k, status):
             _, grads = autodiff.gradient(lower_g, v)
-            status = check(status, names[0], grads, k)
+            status = check(status, "lower_grad", grads, k)
             self.lower.apply(grads)
             return status
 
@@ -188,13 +216,13 @@ class ApproxGrad(BilevelSolver):
             r = self._residual(lower_g, f_v)
             hr = autodiff.hvp(lower_g, v, r)
             grads = [2.0 * (a + self.sig * b) for a, b in zip(hr, r)]
-            status = check(status, names[1], grads, k)
+            status = check(status, "linear_grad", grads, k)
             self.linear.apply(grads)
             return status
 
         status = self._loop(linear_steps, linear_step, status)
         grads_u = self._surrogate_gradient(f_fn, g_fn)
-        status = check(status, names[2], grads_u)
+        status = check(status, "upper_grad", grads_u)
         self.upper.apply(grads_u)
 
         f, f_v = autodiff.gradient(f_fn, v)

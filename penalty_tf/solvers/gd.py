@@ -2,19 +2,28 @@
 
 One upper-level iteration: T Adam steps on g w.r.t. v, then one Adam step on f w.r.t. u
 (its partial gradient ``grad_u f``, not the hypergradient), each followed by the box
-projection if bounds are given (REFERENCE.md §1.9). On problems where f depends on u
+projection if bounds are given (docs/original.md §1.9). On problems where f depends on u
 through v*(u) this converges to non-solutions (the paper's Fig. 1).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import tensorflow as tf
 
 from penalty_tf import autodiff
-from penalty_tf.solvers.base import (Bounds, BilevelSolver, Level, Loss, OptimizerSpec,
-                                     VariableSpec)
+from penalty_tf.problem import Bounds, BilevelProblem, Loss, OptimizerSpec, VariableSpec
+from penalty_tf.solvers.base import BilevelSolver, problem_arguments
+
+
+@dataclasses.dataclass(frozen=True)
+class GDConfig:
+    """`GD`'s settings: the Adam learning rates of u and v."""
+
+    lr_u: float = 1e-3
+    lr_v: float = 1e-4
 
 
 class GD(BilevelSolver):
@@ -30,32 +39,44 @@ class GD(BilevelSolver):
         out = solver.step(batch, lower_steps=10)      # out["f"], out["g"]
     """
 
-    checked_quantities = ("the gradient of g w.r.t. the lower variables",
-                          "the gradient of f w.r.t. the upper variables", "f", "g")
+    checked_quantities = {"lower_grad": "the gradient of g w.r.t. the lower variables",
+                          "upper_grad": "the gradient of f w.r.t. the upper variables",
+                          "f": "f", "g": "g"}
 
     def __init__(self, upper_loss: Loss, lower_loss: Loss, upper_vars: VariableSpec,
                  lower_vars: VariableSpec, *, upper_optimizer: OptimizerSpec = 1e-3,
                  lower_optimizer: OptimizerSpec = 1e-4, upper_bounds: Bounds = None,
                  lower_bounds: Bounds = None, lower_initializer: Callable[[], None] | None = None,
+                 lower_step_batch: Callable[[Any], Any] | None = None,
                  jit_compile: bool = False, check_finite: bool = True):
-        self.upper = Level(upper_vars, upper_optimizer, upper_bounds, "upper_vars")
-        self.lower = Level(lower_vars, lower_optimizer, lower_bounds, "lower_vars")
-        super().__init__(upper_loss, lower_loss, lower_initializer=lower_initializer,
+        problem = BilevelProblem(upper_loss, lower_loss, upper_vars, lower_vars, upper_bounds,
+                                 lower_bounds, lower_initializer, lower_step_batch)
+        super().__init__(problem, upper_optimizer=upper_optimizer, lower_optimizer=lower_optimizer,
                          jit_compile=jit_compile, check_finite=check_finite)
+
+    @classmethod
+    def from_problem(cls, problem: BilevelProblem, config: GDConfig | None = None,
+                     **options: Any) -> "GD":
+        """GD on ``problem`` with ``config`` (default `GDConfig()`); options as `Penalty.from_problem`."""
+        config = GDConfig() if config is None else config
+        options.setdefault("upper_optimizer", config.lr_u)
+        options.setdefault("lower_optimizer", config.lr_v)
+        return cls(**problem_arguments(problem), **options)
 
     def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         f_fn, g_fn = self._bind(batch)
-        check, names = self.monitor.check, self.checked_quantities
+        _, lower_g = self._bind_lower_steps(batch, (f_fn, g_fn))
+        check = self.monitor.check
 
         def lower_step(k, status):
-            _, grads = autodiff.gradient(g_fn, self.lower.variables)
-            status = check(status, names[0], grads, k)
+            _, grads = autodiff.gradient(lower_g, self.lower.variables)
+            status = check(status, "lower_grad", grads, k)
             self.lower.apply(grads)
             return status
 
         status = self._loop(lower_steps, lower_step, self.monitor.initial())
         _, grads = autodiff.gradient(f_fn, self.upper.variables)
-        status = check(status, names[1], grads)
+        status = check(status, "upper_grad", grads)
         self.upper.apply(grads)
         f, g = f_fn(), g_fn()
         status = check(status, "f", [f])

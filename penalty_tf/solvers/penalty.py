@@ -15,7 +15,7 @@ One upper-level iteration (`Penalty.step`) is, exactly in the original's order:
    ``rho <- c_rho rho``, ``lambda <- c_lamb lambda``, ``eps <- c_eps eps``, then
    ``nu <- nu + rho_new G`` and every learning rate ``<- lr_decay * lr``.
 
-Faithful quirks of the original (REFERENCE.md §1.1–1.3, §5.1), all reproduced here:
+Faithful quirks of the original (docs/original.md §1.1–1.3, §5.1), all reproduced here:
 
 * The tolerance test squares already-squared norms: ``||grad_u h||^4 + ||grad_v h||^4 <
   eps^2`` (the paper states a norm test).
@@ -37,8 +37,8 @@ from typing import Any, Callable
 import tensorflow as tf
 
 from penalty_tf import autodiff
-from penalty_tf.solvers.base import (Bounds, BilevelSolver, Level, Loss, OptimizerSpec,
-                                     VariableSpec)
+from penalty_tf.problem import Bounds, BilevelProblem, Loss, OptimizerSpec, VariableSpec
+from penalty_tf.solvers.base import BilevelSolver, problem_arguments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +86,20 @@ class PenaltySchedule:
                    c_lamb=1.0 / c_rho, c_eps=1.0 / c_rho, lr_decay=1.0 / c_rho)
 
 
+@dataclasses.dataclass(frozen=True)
+class PenaltyConfig(PenaltySchedule):
+    """`Penalty`'s settings: the learning rates of u and v (TF1-style Adam) and the
+    `PenaltySchedule` fields (a `PenaltyConfig` is itself the schedule)."""
+
+    lr_u: float = 1e-3
+    lr_v: float = 1e-4
+
+    def schedule(self) -> PenaltySchedule:
+        """The schedule part alone."""
+        return PenaltySchedule(**{f.name: getattr(self, f.name)
+                                  for f in dataclasses.fields(PenaltySchedule)})
+
+
 class Penalty(BilevelSolver):
     """Penalty method with augmented Lagrangian; one or several variable groups per level.
 
@@ -116,9 +130,10 @@ class Penalty(BilevelSolver):
       check_finite: raise `NonFiniteError` when a loss or gradient is NaN/Inf.
     """
 
-    checked_quantities = ("the gradient of h_lower w.r.t. the lower variables",
-                          "the gradient of h_upper w.r.t. the upper variables",
-                          "f", "g", "the tolerance-test gradients")
+    checked_quantities = {"lower_grad": "the gradient of h_lower w.r.t. the lower variables",
+                          "upper_grad": "the gradient of h_upper w.r.t. the upper variables",
+                          "f": "f", "g": "g", "tolerance": "the tolerance-test gradients"}
+    state_outputs = ("rho", "lamb", "eps")
 
     outputs = {**{k: tf.float32 for k in ("f", "g", "penalty", "nu_term", "lamb_g", "hu", "hv",
                                           "h_upper", "h_lower", "rho", "lamb", "eps")},
@@ -131,17 +146,27 @@ class Penalty(BilevelSolver):
                  lower_bounds: Bounds = None, lower_initializer: Callable[[], None] | None = None,
                  lower_step_batch: Callable[[Any], Any] | None = None,
                  jit_compile: bool = False, check_finite: bool = True):
-        self.lower_step_batch = lower_step_batch
-        self.upper = Level(upper_vars, upper_optimizer, upper_bounds, "upper_vars")
-        self.lower = Level(lower_vars, lower_optimizer, lower_bounds, "lower_vars")
+        problem = BilevelProblem(upper_loss, lower_loss, upper_vars, lower_vars, upper_bounds,
+                                 lower_bounds, lower_initializer, lower_step_batch)
+        super().__init__(problem, upper_optimizer=upper_optimizer, lower_optimizer=lower_optimizer,
+                         jit_compile=jit_compile, check_finite=check_finite)
         self.schedule = schedule
         self.rho = tf.Variable(schedule.rho0, dtype=tf.float32, trainable=False, name="rho")
         self.lamb = tf.Variable(schedule.lamb0, dtype=tf.float32, trainable=False, name="lamb")
         self.eps = tf.Variable(schedule.eps0, dtype=tf.float32, trainable=False, name="eps")
         self.nu = [tf.Variable(tf.fill(v.shape, tf.cast(schedule.nu0, v.dtype)), trainable=False,
                                name="nu") for v in self.lower.variables]
-        super().__init__(upper_loss, lower_loss, lower_initializer=lower_initializer,
-                         jit_compile=jit_compile, check_finite=check_finite)
+
+    @classmethod
+    def from_problem(cls, problem: BilevelProblem, config: PenaltyConfig | None = None,
+                     **options: Any) -> "Penalty":
+        """Penalty on ``problem`` with ``config`` (default `PenaltyConfig()`); ``options``:
+        ``upper_optimizer`` / ``lower_optimizer`` (replacing the config's learning rates),
+        ``jit_compile``, ``check_finite``."""
+        config = PenaltyConfig() if config is None else config
+        options.setdefault("upper_optimizer", config.lr_u)
+        options.setdefault("lower_optimizer", config.lr_v)
+        return cls(**problem_arguments(problem), schedule=config.schedule(), **options)
 
     # -- state -------------------------------------------------------------------------
     def reset(self) -> None:
@@ -208,20 +233,20 @@ class Penalty(BilevelSolver):
         f_fn, g_fn = self._bind(batch)
         lower_f, lower_g = self._bind_lower_steps(batch, (f_fn, g_fn))
         u, v = self.upper.variables, self.lower.variables
-        check, names = self.monitor.check, self.checked_quantities
+        check = self.monitor.check
         rho, lamb, nu = self._state()
 
         def lower_step(k, status):
             grads, r = self._directions(lower_f, lower_g, v, v, rho, lamb, nu)
             grads = self._add_lambda_g(grads, r.lower_grad, lamb)
-            status = check(status, names[0], grads, k)
+            status = check(status, "lower_grad", grads, k)
             self.lower.apply(grads)
             return status
 
         status = self._loop(lower_steps, lower_step, self.monitor.initial())
 
         grads, _ = self._directions(f_fn, g_fn, v, u, rho, lamb, nu)
-        status = check(status, names[1], grads)
+        status = check(status, "upper_grad", grads)
         self.upper.apply(grads)
 
         # Tolerance test at the new point, same batch.
@@ -231,7 +256,7 @@ class Penalty(BilevelSolver):
         f, g = r.upper_value, r.lower_value
         status = check(status, "f", [f])
         status = check(status, "g", [g])
-        status = check(status, names[4], [hu, hv])
+        status = check(status, "tolerance", [hu, hv])
         converged = hu * hu + hv * hv < self.eps * self.eps   # quirk: fourth powers of norms
 
         out = {"f": f, "g": g, "penalty": 0.5 * rho * autodiff.squared_norm(r.lower_grad),
@@ -260,3 +285,4 @@ class Penalty(BilevelSolver):
         decay = tf.where(converged, tf.constant(s.lr_decay, tf.float32), 1.0)
         self.upper.scale_learning_rates(decay)
         self.lower.scale_learning_rates(decay)
+

@@ -7,7 +7,7 @@ iterate. Then, at ``v_T``, ``p = grad_u f`` and ``q = grad_v f``, and the revers
     q <- q - lr_v H_vv(u, v_s) q
 
 over stored iterates, newest first, gives the hypergradient p; finally
-``u <- clip(u - lr_u p)`` with plain gradient descent (REFERENCE.md §1.8).
+``u <- clip(u - lr_u p)`` with plain gradient descent (docs/original.md §1.8).
 
 Faithful quirk (the original's loop indexing): its storage slot t holds v_{t+1} and the
 reverse loop runs over slots T-2 … 0, i.e. iterates v_{T-1} … v_1. The Jacobian of the
@@ -22,12 +22,24 @@ Unlike the other solvers RMD uses no optimizer: both levels take plain gradient 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import tensorflow as tf
 
 from penalty_tf import autodiff
-from penalty_tf.solvers.base import Bounds, BilevelSolver, Level, Loss, VariableSpec
+from penalty_tf.problem import Bounds, BilevelProblem, Loss, VariableSpec
+from penalty_tf.solvers.base import BilevelSolver, problem_arguments
+
+
+@dataclasses.dataclass(frozen=True)
+class RMDConfig:
+    """`RMD`'s settings: plain gradient step sizes and whether the first step's Jacobian
+    enters the reverse pass (``exact``; the original omits it)."""
+
+    lr_u: float = 1e-3
+    lr_v: float = 1e-4
+    exact: bool = False
 
 
 class RMD(BilevelSolver):
@@ -44,22 +56,36 @@ class RMD(BilevelSolver):
         out = solver.step(batch, lower_steps=10)      # memory grows with lower_steps
     """
 
-    checked_quantities = ("the gradient of g w.r.t. the lower variables",
-                          "the reverse-mode hypergradient", "f", "g")
+    checked_quantities = {"lower_grad": "the gradient of g w.r.t. the lower variables",
+                          "hypergradient": "the reverse-mode hypergradient", "f": "f", "g": "g"}
 
     def __init__(self, upper_loss: Loss, lower_loss: Loss, upper_vars: VariableSpec,
                  lower_vars: VariableSpec, *, upper_lr: float = 1e-3, lower_lr: float = 1e-4,
                  exact: bool = False, upper_bounds: Bounds = None, lower_bounds: Bounds = None,
                  lower_initializer: Callable[[], None] | None = None,
+                 lower_step_batch: Callable[[Any], Any] | None = None,
                  jit_compile: bool = False, check_finite: bool = True):
-        self.upper = Level(upper_vars, None, upper_bounds, "upper_vars")
-        self.lower = Level(lower_vars, None, lower_bounds, "lower_vars")
+        problem = BilevelProblem(upper_loss, lower_loss, upper_vars, lower_vars, upper_bounds,
+                                 lower_bounds, lower_initializer, lower_step_batch)
+        super().__init__(problem, upper_optimizer=None, lower_optimizer=None,
+                         jit_compile=jit_compile, check_finite=check_finite)
         self.upper_lr = tf.Variable(upper_lr, dtype=tf.float32, trainable=False, name="lr_u")
         self.lower_lr = tf.Variable(lower_lr, dtype=tf.float32, trainable=False, name="lr_v")
         self.exact = exact
         self._initial_lrs = (float(upper_lr), float(lower_lr))
-        super().__init__(upper_loss, lower_loss, lower_initializer=lower_initializer,
-                         jit_compile=jit_compile, check_finite=check_finite)
+
+    @classmethod
+    def from_problem(cls, problem: BilevelProblem, config: RMDConfig | None = None,
+                     **options: Any) -> "RMD":
+        """RMD on ``problem`` with ``config`` (default `RMDConfig()`); ``options``:
+        ``jit_compile``, ``check_finite``."""
+        config = RMDConfig() if config is None else config
+        return cls(**problem_arguments(problem), upper_lr=config.lr_u, lower_lr=config.lr_v,
+                   exact=config.exact, **options)
+
+    def learning_rates(self) -> dict[str, list[float]]:
+        """The plain step sizes: ``{"upper": [lr_u], "lower": [lr_v]}``."""
+        return {"upper": [float(self.upper_lr.numpy())], "lower": [float(self.lower_lr.numpy())]}
 
     def set_learning_rates(self, upper: float | None = None, lower: float | None = None) -> None:
         """Assign the plain gradient step sizes lr_u / lr_v (no retracing)."""
@@ -78,8 +104,9 @@ class RMD(BilevelSolver):
 
     def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         f_fn, g_fn = self._bind(batch)
+        _, lower_g = self._bind_lower_steps(batch, (f_fn, g_fn))   # forward steps: w.r.t. v only
         u, v = self.upper.variables, self.lower.variables
-        check, names = self.monitor.check, self.checked_quantities
+        check = self.monitor.check
         lr_v = self.lower_lr.read_value()
 
         # Forward pass; iterates[k] holds v after k steps (index 0 = v_0).
@@ -88,8 +115,8 @@ class RMD(BilevelSolver):
 
         def forward_step(k, state):
             status, *arrays = state
-            _, grads = autodiff.gradient(g_fn, v)
-            status = check(status, names[0], grads, k)
+            _, grads = autodiff.gradient(lower_g, v)
+            status = check(status, "lower_grad", grads, k)
             self.lower.assign_sub([lr_v * gr for gr in grads])
             arrays = [a.write(k + 1, x.read_value()) for a, x in zip(arrays, v)]
             return (status, *arrays)
@@ -120,7 +147,7 @@ class RMD(BilevelSolver):
         for x, a in zip(v, iterates):
             x.assign(a.read(lower_steps))
 
-        status = check(status, names[1], p)
+        status = check(status, "hypergradient", p)
         self.upper.assign_sub([self.upper_lr * x for x in p])
         f, g = f_fn(), g_fn()
         status = check(status, "f", [f])

@@ -1,0 +1,146 @@
+"""The variables of one level of a bilevel problem: groups, optimizers, box projection."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from penalty_tf.optimizers import reset_optimizer_state, tf1_adam
+from penalty_tf.problem import Bounds, OptimizerSpec, VariableSpec
+
+
+def as_tf_variable(variable: tf.Variable | keras.Variable) -> tf.Variable:
+    """The `tf.Variable` behind a Keras 3 variable (tapes watch only `tf.Variable`s; both
+    objects share their storage, so updates of one are seen through the other)."""
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    if not isinstance(variable, tf.Variable):
+        raise TypeError(f"expected a tf.Variable or keras.Variable, got {type(variable).__name__}")
+    return variable
+
+
+def as_groups(variables: VariableSpec, what: str) -> list[list[tf.Variable]]:
+    """Normalise a variable, a list of variables or a list of lists to a list of groups of
+    `tf.Variable`s (Keras 3 variables are unwrapped)."""
+    if isinstance(variables, (tf.Variable, keras.Variable)):
+        return [[as_tf_variable(variables)]]
+    variables = list(variables)
+    if not variables:
+        raise ValueError(f"{what}: no variables given")
+    if all(isinstance(v, (list, tuple)) for v in variables):
+        groups = [list(group) for group in variables]
+    elif any(isinstance(v, (list, tuple)) for v in variables):
+        raise ValueError(f"{what}: mix of variables and lists of variables; give one or the other")
+    else:
+        groups = [variables]
+    for group in groups:
+        if not group:
+            raise ValueError(f"{what}: empty variable group")
+    return [[as_tf_variable(v) for v in group] for group in groups]
+
+
+def make_optimizers(spec: OptimizerSpec, n_groups: int, what: str) -> list[keras.optimizers.Optimizer]:
+    """One optimizer per variable group from a learning rate, an optimizer, or a list of them.
+
+    A float becomes TF1-style Adam (`tf1_adam`). A single optimizer instance serves one group
+    only: Keras 3 optimizers refuse variables they were not built with.
+    """
+    items = list(spec) if isinstance(spec, (list, tuple)) else [spec] * n_groups
+    if len(items) != n_groups:
+        raise ValueError(f"{what}: {len(items)} optimizers/learning rates for {n_groups} variable groups")
+    optimizers = [tf1_adam(float(x)) if isinstance(x, (int, float, np.floating)) else x for x in items]
+    if len({id(o) for o in optimizers}) != len(optimizers):
+        raise ValueError(f"{what}: the same optimizer instance was given for several groups; "
+                         "give one optimizer per group (or a learning rate)")
+    for opt in optimizers:
+        if not isinstance(opt, keras.optimizers.Optimizer):
+            raise TypeError(f"{what}: expected a learning rate or a keras optimizer, got {opt!r}")
+    return optimizers
+
+
+def make_projection(bounds: Bounds) -> Callable[[tf.Tensor], tf.Tensor] | None:
+    """A projection from ``(low, high)`` box bounds (clipping) or a callable; None for none."""
+    if bounds is None:
+        return None
+    if callable(bounds):
+        return bounds
+    low, high = bounds
+    if not low < high:
+        raise ValueError(f"empty box: low {low} >= high {high}")
+    return lambda x: tf.clip_by_value(x, low, high)
+
+
+class Level(tf.__internal__.tracking.AutoTrackable):
+    """The variables of one level, grouped, each group with its optimizer, plus a projection.
+
+    ``apply(grads)`` performs one optimizer step per group followed by the projection,
+    which reproduces TF1's variable ``constraint`` semantics (the original's box clipping).
+    Trackable (as a `tf.Module` is): its variables and its optimizers' moments are saved by
+    any `tf.train.Checkpoint` that holds it.
+    """
+
+    def __init__(self, variables: VariableSpec, optimizers: OptimizerSpec | None,
+                 bounds: Bounds, what: str):
+        self.groups = as_groups(variables, what)
+        self.variables = [v for group in self.groups for v in group]
+        self.projection = make_projection(bounds)
+        self.optimizers = (make_optimizers(optimizers, len(self.groups), what)
+                           if optimizers is not None else [])
+        for opt, group in zip(self.optimizers, self.groups):
+            opt.build(group)  # eagerly: slot variables cannot be created inside tf.function
+        self.initial_lrs = [float(opt.learning_rate.numpy()) for opt in self.optimizers]
+
+    def split(self, flat: Sequence[tf.Tensor]) -> list[list[tf.Tensor]]:
+        """Split a flat list shaped like `variables` into per-group lists."""
+        out, start = [], 0
+        for group in self.groups:
+            out.append(list(flat[start:start + len(group)]))
+            start += len(group)
+        return out
+
+    def apply(self, grads: Sequence[tf.Tensor]) -> None:
+        """One optimizer step on every group with ``grads`` (flat, like `variables`), then project."""
+        for opt, group, group_grads in zip(self.optimizers, self.groups, self.split(grads)):
+            opt.apply(group_grads, group)
+        self.project()
+
+    def assign_sub(self, deltas: Sequence[tf.Tensor]) -> None:
+        """Plain update ``w <- w - delta`` (no optimizer), then project."""
+        for var, delta in zip(self.variables, deltas):
+            var.assign_sub(delta)
+        self.project()
+
+    def project(self) -> None:
+        if self.projection is not None:
+            for var in self.variables:
+                var.assign(self.projection(var))
+
+    def scale_learning_rates(self, factor: tf.Tensor) -> None:
+        for opt in self.optimizers:
+            opt.learning_rate.assign(opt.learning_rate * factor)
+
+    def set_learning_rates(self, values: float | Sequence[float]) -> None:
+        values = list(values) if isinstance(values, (list, tuple)) else [values] * len(self.optimizers)
+        for opt, value in zip(self.optimizers, values):
+            opt.learning_rate.assign(value)
+
+    def learning_rates(self) -> list[float]:
+        return [float(opt.learning_rate.numpy()) for opt in self.optimizers]
+
+    def reset_optimizer_state(self) -> None:
+        """Zero the moments and step counters of this level's optimizers (lrs unchanged)."""
+        for opt in self.optimizers:
+            reset_optimizer_state(opt)
+
+
+def snapshot(variables: Sequence[tf.Variable]) -> list[np.ndarray]:
+    """Copies of the current values (to restore with `restore`)."""
+    return [v.numpy().copy() for v in variables]
+
+
+def restore(variables: Sequence[tf.Variable], values: Sequence[np.ndarray]) -> None:
+    for v, x in zip(variables, values):
+        v.assign(x)
