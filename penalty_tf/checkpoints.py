@@ -131,7 +131,7 @@ class RunCheckpoint:
         try:
             status = self.checkpoint.read(str(self.directory / sidecar["checkpoint"]))
             status.assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as error:
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:
             raise CheckpointError(
                 f"cannot resume from {self.directory}: its checkpoint {sidecar['checkpoint']} is "
                 f"unreadable or does not match this model/solver ({type(error).__name__}: "

@@ -51,6 +51,7 @@ CANARY = "mutate.py canary: this copy is the one imported"
 PEN, AG, RMD_, GD_ = ("penalty_tf/solvers/penalty.py", "penalty_tf/solvers/approxgrad.py",
                       "penalty_tf/solvers/rmd.py", "penalty_tf/solvers/gd.py")
 BASE, AD = "penalty_tf/solvers/base.py", "penalty_tf/autodiff.py"
+VARS, MON = "penalty_tf/solvers/variables.py", "penalty_tf/solvers/monitor.py"
 ONE_STEP = "tests/test_one_step.py"
 #: Test selections run first, in order, for a mutation of each file, so that most mutants
 #: are killed by a few tests instead of the whole fast suite: the one-step tests of the
@@ -58,7 +59,8 @@ ONE_STEP = "tests/test_one_step.py"
 FOCUS = {PEN: [[ONE_STEP, "-k", "penalty"]], AG: [[ONE_STEP, "-k", "approxgrad"]],
          RMD_: [[ONE_STEP, "-k", "rmd"]], GD_: [[ONE_STEP, "-k", "gd"]],
          AD: [["tests/test_autodiff.py"], [ONE_STEP]],
-         BASE: [[ONE_STEP], ["tests/test_solvers.py", "-k", "nan or finite"]]}
+         BASE: [[ONE_STEP], ["tests/test_solvers.py", "-k", "nan or finite"]],
+         VARS: [[ONE_STEP]], MON: [["tests/test_solvers.py", "-k", "nan or finite"], [ONE_STEP]]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,15 +184,15 @@ MUTATIONS = [
       "return [upper_group] if upper_group", "return [0] if upper_group",
       "indexed correction always uses lower group 0"),
     M("approxgrad-extra-step-ignored", AG,
-      "return int(lower_steps), linear_steps + int(self.extra_linear_step)",
-      "return int(lower_steps), linear_steps",
+      "return lower_steps, linear_steps + int(self.extra_linear_step)",
+      "return lower_steps, linear_steps",
       "extra_linear_step ignored"),
     M("approxgrad-linear-steps-minus-one", AG,
       "status = self._loop(linear_steps, linear_step, status)",
       "status = self._loop(linear_steps - 1, linear_step, status)",
       "one p-step fewer than asked"),
     M("approxgrad-linear-default-plus-one", AG,
-      "linear_steps = int(lower_steps) if linear_steps", "linear_steps = int(lower_steps) + 1 if linear_steps",
+      "linear_steps = lower_steps if linear_steps is None", "linear_steps = lower_steps + 1 if linear_steps is None",
       "linear_steps=None gives T + 1 p-steps"),
     M("approxgrad-lower-steps-minus-one", AG,
       "status = self._loop(lower_steps, lower_step, self.monitor.initial())",
@@ -249,21 +251,21 @@ MUTATIONS = [
       "        status = self._loop(lower_steps, lower_step, self.monitor.initial())\n",
       "u-gradient taken at the old v"),
     # --------------------------------------------------------------- base
-    M("base-apply-no-projection", BASE,
+    M("level-apply-no-projection", VARS,
       "            opt.apply(group_grads, group)\n        self.project()",
       "            opt.apply(group_grads, group)",
       "optimizer steps never projected (both levels)"),
-    M("base-assign-sub-no-projection", BASE,
+    M("level-assign-sub-no-projection", VARS,
       "            var.assign_sub(delta)\n        self.project()",
       "            var.assign_sub(delta)",
       "plain steps (RMD) never projected"),
-    M("base-lr-scale-assigns-factor", BASE,
+    M("level-lr-scale-assigns-factor", VARS,
       "opt.learning_rate.assign(opt.learning_rate * factor)", "opt.learning_rate.assign(factor)",
       "learning rate set to the decay factor instead of scaled"),
-    M("base-monitor-ignores-failures", BASE,
+    M("monitor-ignores-failures", MON,
       "return tf.where(tf.logical_or(status != 0, ok), status, code)", "return status",
       "finite monitor (check) never flags a failure"),
-    M("base-split-first-group", BASE,
+    M("level-split-first-group", VARS,
       "out.append(list(flat[start:start + len(group)]))", "out.append(list(flat[:len(group)]))",
       "every group gets the first group's gradients"),
     M("base-loop-one-short", BASE,
