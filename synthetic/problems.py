@@ -77,6 +77,8 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from penalty_tf.problem import BilevelProblem
+
 __all__ = [
     "EXAMPLES",
     "ALL_EXAMPLES",
@@ -173,6 +175,12 @@ class SyntheticProblem:
     def P2(self) -> Optional[np.ndarray]:
         """P2 = A2ᵀ(A2A2ᵀ)⁻¹A2, shape (r, r), or None."""
         return self._block(self.P, 1)
+
+    def bilevel(self) -> BilevelProblem:
+        """The problem as every solver takes it: f, g, u, v and the box [lb, ub] on both levels."""
+        box = (self.lower_bound, self.upper_bound)
+        return BilevelProblem(self.upper_loss, self.lower_loss, self.upper_vars, self.lower_vars,
+                              upper_bounds=box, lower_bounds=box)
 
     # ----------------------------------------------------------------- initialisation
     def initialize(self, rng: np.random.Generator, std: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

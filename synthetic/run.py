@@ -8,8 +8,10 @@ defaults are the original driver's (``test_synthetic.py``, docs/original.md §2.
 SMD20, SMD21, SMD24, SMD23; methods GD, RMD, ApproxGrad, Penalty; T = 1, 5, 10; 40,001
 upper iterations; 20 trials; err, f and g recorded every 10 iterations; lr_u 1e-3,
 lr_v 1e-4, lr_p 1e-4; Penalty rho_0 1, lambda_0 10, eps_0 1, c_rho 1.1; ApproxGrad sigma
-1e-6 with T + 1 linear-system steps. (The paper's Table 2 used 10,000 iterations and 10
-trials: ``--epochs 10000 --trials 10``.)
+1e-6 with T + 1 linear-system steps. They are data, in `penalty_tf.paper.defaults.synthetic`;
+every method registered in `penalty_tf.solvers` that has a row there is a ``--method``, and
+every setting of its config in that row is a flag. (The paper's Table 2 used 10,000
+iterations and 10 trials: ``--epochs 10000 --trials 10``.)
 
 Writes to ``--out``: ``result.json`` (per example, method and T: initial and final err
 over trials, seconds per 1000 iterations, and the paper's Table 2 time), ``curves.npz``
@@ -17,8 +19,10 @@ over trials, seconds per 1000 iterations, and the paper's Table 2 time), ``curve
 (records, trials), likewise ``_fs``, ``_gs``, ``_ts`` (seconds per trial) and for Penalty
 ``_ftilde`` and ``_rhos``), and one Fig. 1/2-style plot per example
 (``err_{example}.png``: one panel per method and T, trials faint, their mean bold).
-Each finished (example, method, T) is also saved under ``parts/``; ``--resume`` reuses
-them after an interruption.
+Every (example, method, T) saves a checkpoint after each trial under
+``checkpoints/{example}_{method}_T{T}/`` (`penalty_tf.checkpoints.RunCheckpoint`, its curves
+as tracked variables); ``--resume`` continues from there (the result of an uninterrupted
+run, timings aside) and refuses checkpoints written with other settings.
 
 Deviations from the original, all documented choices:
 
@@ -35,82 +39,100 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import shutil
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
+import tensorflow as tf
 
+from penalty_tf import solvers
+from penalty_tf.checkpoints import CheckpointError, RunCheckpoint
 from penalty_tf.paper import experiment, published as paper
+from penalty_tf.paper.defaults import synthetic as original
+from synthetic.problems import ALL_EXAMPLES, EXAMPLES, SyntheticProblem, make_problem
 
-EXAMPLES = ("SMD20", "SMD21", "SMD24", "SMD23")
-ALL_EXAMPLES = ("SMD20", "SMD21", "SMD22", "SMD23", "SMD24")
-METHODS = ("gd", "rmd", "approxgrad", "penalty")
+EXPERIMENT = original.EXPERIMENT
+#: The ``--method`` values: the registered solvers that have synthetic defaults, in the table's order.
+METHODS = tuple(m for e, m in original.DEFAULTS if e == EXPERIMENT and m in solvers.names())
 METHOD_LABELS = {"gd": "GD", "rmd": "RMD", "approxgrad": "ApproxGrad", "penalty": "Penalty"}
+#: The recorded curves besides err, and the solver output each records (if the solver has it).
+RECORDED = {"fs": "f", "gs": "g", "ftilde": "h_lower", "rhos": "rho"}
+#: Flags a resume may change: what a run prints and where, the NaN check, the test hook.
+#: (Which settings run does not matter: each has its own checkpoint.)
+FREE_ON_RESUME = ("out", "resume", "quiet", "no_check_finite", "stop_after")
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Step sizes and penalty parameters of the synthetic driver (original defaults)."""
-
-    lr_u: float = 1e-3
-    lr_v: float = 1e-4
-    lr_p: float = 1e-4
-    sig: float = 1e-6
-    rho0: float = 1.0
-    lamb0: float = 10.0
-    eps0: float = 1.0
-    c_rho: float = 1.1
+# ------------------------------------------------------------------ solver settings
+def solver_settings(method: str) -> dict[str, Any]:
+    """The original's value of each field of ``method``'s config that the synthetic runs set."""
+    fields = {f.name for f in dataclasses.fields(solvers.config_class(method))}
+    return {k: v for k, v in original.DEFAULTS[(EXPERIMENT, method)].items() if k in fields}
 
 
-def build_solver(method: str, problem, settings: Settings, *, jit_compile: bool,
-                 check_finite: bool = True):
-    """The solver of ``method`` on a synthetic problem, with the original's settings.
-
-    ApproxGrad runs T linear-system steps (+1: the synthetic variant's quirk) per iteration.
-    """
-    from penalty_tf.solvers import GD, RMD, ApproxGrad, Penalty, PenaltySchedule
-
-    s = settings
-    common = dict(upper_bounds=(problem.lower_bound, problem.upper_bound),
-                  lower_bounds=(problem.lower_bound, problem.upper_bound),
-                  jit_compile=jit_compile, check_finite=check_finite)
-    args = (problem.upper_loss, problem.lower_loss, problem.upper_vars, problem.lower_vars)
-    if method == "gd":
-        solver = GD(*args, upper_optimizer=s.lr_u, lower_optimizer=s.lr_v, **common)
-    elif method == "rmd":
-        solver = RMD(*args, upper_lr=s.lr_u, lower_lr=s.lr_v, **common)
-    elif method == "approxgrad":
-        solver = ApproxGrad(*args, upper_optimizer=s.lr_u, lower_optimizer=s.lr_v,
-                            linear_optimizer=s.lr_p, sig=s.sig, extra_linear_step=True, **common)
-    elif method == "penalty":
-        schedule = PenaltySchedule.synthetic(rho0=s.rho0, lamb0=s.lamb0, eps0=s.eps0, c_rho=s.c_rho)
-        solver = Penalty(*args, upper_optimizer=s.lr_u, lower_optimizer=s.lr_v,
-                         schedule=schedule, **common)
-    else:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    return solver
+def synthetic_penalty(lr_u: float, lr_v: float, **schedule: float) -> solvers.PenaltyConfig:
+    """Penalty's config with the synthetic schedule (`PenaltySchedule.synthetic`: nu_0 = 0;
+    lambda, eps and the learning rates divided by c_rho when the tolerance test passes)."""
+    variant = solvers.PenaltySchedule.synthetic(**schedule)
+    return solvers.PenaltyConfig(lr_u=lr_u, lr_v=lr_v, **dataclasses.asdict(variant))
 
 
+#: Methods whose synthetic config is a variant, not their config class of the settings.
+VARIANTS: dict[str, Callable[..., Any]] = {"penalty": synthetic_penalty}
+
+
+def solver_config(method: str, flags: Optional[Mapping[str, Any]] = None) -> Any:
+    """``method``'s typed config in the synthetic runs: each setting from ``flags`` (e.g.
+    ``vars(args)``), the original's where ``flags`` has None or nothing."""
+    flags = flags or {}
+    settings = {name: default if flags.get(name) is None else flags[name]
+                for name, default in solver_settings(method).items()}
+    build = VARIANTS.get(method, functools.partial(solvers.make_config, method))
+    return build(**settings)
+
+
+def add_solver_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting of `solver_settings` (``--lr-u``, ``--rho0`` ...), shared by the
+    methods that have it and typed as its default: the original's value (None where the
+    methods' originals differ: each method then takes its own)."""
+    group = parser.add_argument_group("solver settings (the original's by default)")
+    values: dict[str, list] = {}
+    for method in METHODS:
+        for name, value in solver_settings(method).items():
+            values.setdefault(name, []).append((method, value))
+    for name, pairs in values.items():
+        first = pairs[0][1]
+        default = first if all(v == first for _, v in pairs) else None
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(first, bool) else {"type": type(first)}
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
+                           help=", ".join(METHOD_LABELS.get(m, m) for m, _ in pairs), **kind)
+
+
+# ------------------------------------------------------------------------ one trial
 def _stream(seed: int, example: str, *extra: int) -> np.random.Generator:
     """A generator seeded by (seed, example, extra...): independent, reproducible streams."""
     return np.random.default_rng([seed, zlib.crc32(example.encode()), *extra])
 
 
-def run_trial(solver, error: Callable[[], Any], lower_steps: int, epochs: int,
-              record_every: int, extras: tuple[str, ...] = (),
+def recorded(solver: solvers.BilevelSolver) -> tuple[str, ...]:
+    """The curves recorded for ``solver``: err, then the `RECORDED` outputs it has."""
+    return ("errs",) + tuple(name for name, key in RECORDED.items() if key in solver.outputs)
+
+
+def run_trial(solver, error: Callable[[], Any], names: tuple[str, ...], lower_steps: int,
+              epochs: int, record_every: int,
               on_record: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], float]:
-    """Run ``epochs`` upper iterations; record err, f, g (and extras) every ``record_every``.
+    """Run ``epochs`` upper iterations; record the curves ``names`` every ``record_every``.
 
     As the original, epoch e is recorded after its update when ``e % record_every == 0``,
     and the wall time includes the err evaluations. The iterations between two records run
     as one graph call (`BilevelSolver.steps`), which gives the same iterates as one call per
     iteration without the per-call host overhead. Returns the arrays and the seconds.
     """
-    names = ("errs", "fs", "gs") + extras
     records: dict[str, list] = {name: [] for name in names}
-    keys = {"fs": "f", "gs": "g", "ftilde": "h_lower", "rhos": "rho"}
     start = time.perf_counter()
     done = 0
     while done < epochs:
@@ -121,43 +143,120 @@ def run_trial(solver, error: Callable[[], Any], lower_steps: int, epochs: int,
         if next_record < epochs:
             records["errs"].append(error())
             for name in names[1:]:
-                records[name].append(out[keys[name]])
+                records[name].append(out[RECORDED[name]])
             if on_record is not None:
                 on_record(next_record)
     seconds = time.perf_counter() - start
     return {name: np.array([float(x) for x in values]) for name, values in records.items()}, seconds
 
 
-def run_method(example: str, method: str, args: argparse.Namespace, problem,
-               todo: list[int]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """All trials of one (example, method) for each T in ``todo``: yields T and arrays
-    shaped (records, trials) like the original's files, as each T finishes. One solver serves every T and trial (T is
-    a tensor argument: no recompilation); each trial re-initialises u, v and the solver."""
-    import tensorflow as tf
+# ------------------------------------------------------------ settings, checkpoints
+class Curves(tf.Module):
+    """The curves of one (example, method, T) as tracked float64 variables, so that its
+    `RunCheckpoint` saves them: ``(records, trials)`` per recorded name, ``ts`` (trials,)."""
 
-    solver = build_solver(method, problem, Settings(**_settings_kwargs(args)),
-                          jit_compile=args.xla, check_finite=not args.no_check_finite)
-    error = tf.function(problem.error, jit_compile=args.xla)
-    # Compile before timing (the original's TF1 graphs had no compile step).
-    solver.steps(None, 1, 1)
-    error()
-    extras = ("ftilde", "rhos") if method == "penalty" else ()
-    n_records = (args.epochs - 1) // args.record_every + 1
-    for lower_steps in todo:
+    def __init__(self, names: tuple[str, ...], records: int, trials: int):
+        super().__init__(name="curves")
+        shapes = {**{name: [records, trials] for name in names}, "ts": [trials]}
+        self.arrays = {name: tf.Variable(tf.zeros(shape, tf.float64), trainable=False, name=name)
+                       for name, shape in shapes.items()}
+
+    def put(self, trial: int, arrays: Mapping[str, np.ndarray], seconds: float) -> None:
+        """Column ``trial`` of every curve, and its seconds."""
+        for name, values in arrays.items():
+            self.arrays[name][:, trial].assign(values)
+        self.arrays["ts"][trial].assign(seconds)
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        return {name: variable.numpy() for name, variable in self.arrays.items()}
+
+
+class Stopped(Exception):
+    """The hidden ``--stop-after N`` ended the run after N trials (tests: a kill at a known point)."""
+
+
+class MethodRuns:
+    """One (example, method) on its problem: one solver for every T and trial (T is a
+    tensor argument: no recompilation), compiled before the first timed trial; each
+    trial re-initialises u, v and the solver, and ends with a checkpoint."""
+
+    def __init__(self, example: str, method: str, problem: SyntheticProblem,
+                 args: argparse.Namespace, out: Path):
+        self.example, self.method, self.problem, self.args, self.out = example, method, problem, args, out
+        self.config = solver_config(method, vars(args))
+        self.solver = solvers.make(method, problem.bilevel(), self.config, jit_compile=args.xla,
+                                   check_finite=not args.no_check_finite)
+        self.error = tf.function(problem.error, jit_compile=args.xla)
+        self.names = recorded(self.solver)
+        self.records = (args.epochs - 1) // args.record_every + 1
+        self.compiled = False
+
+    def checkpoint(self, lower_steps: int, curves: Curves) -> RunCheckpoint:
+        """The checkpoint of T = ``lower_steps``: it must match the run's flags (but
+        `FREE_ON_RESUME` and the solver flags) and this method's typed config."""
+        config = dict(vars(self.args), example=self.example, method=self.method,
+                      lower_steps=lower_steps, solver=self.config)
+        ignore = FREE_ON_RESUME + tuple(name for m in METHODS for name in solver_settings(m))
+        return RunCheckpoint(self.out / "checkpoints" / f"{self.example}_{self.method}_T{lower_steps}",
+                             config, ignore=ignore, curves=curves)
+
+    def curves(self, lower_steps: int, budget: list) -> dict[str, np.ndarray]:
+        """All trials of T = ``lower_steps`` (continued from its checkpoint with --resume),
+        shaped (records, trials) like the original's files."""
+        curves = Curves(self.names, self.records, self.args.trials)
+        checkpoint = self.checkpoint(lower_steps, curves)
+        done = self._restore(checkpoint)
+        if done < self.args.trials:
+            self._compile()
+            self._run_trials(lower_steps, curves, checkpoint, done, budget)
+        return curves.numpy()
+
+    def _restore(self, checkpoint: RunCheckpoint) -> int:
+        """Trials already done: the checkpoint's with --resume, else 0 (and its files gone)."""
+        if not self.args.resume:
+            shutil.rmtree(checkpoint.directory, ignore_errors=True)
+            return 0
+        try:
+            state = checkpoint.restore()
+        except CheckpointError as error:
+            raise experiment.ExperimentError(str(error)) from None
+        return 0 if state is None else state["trials"]
+
+    def _compile(self) -> None:
+        """Trace (and compile) the iteration and err before timing (the original's TF1
+        graphs had no compile step); `restart` before every trial undoes the step."""
+        if not self.compiled:
+            self.solver.steps(None, 1, 1)
+            self.error()
+            self.compiled = True
+
+    def _run_trials(self, lower_steps: int, curves: Curves, checkpoint: RunCheckpoint,
+                    first: int, budget: list) -> None:
+        args = self.args
         if not args.quiet:
-            print(f"{example}/{method}/T{lower_steps}: {args.trials} trials x {args.epochs} iterations")
-        bar = experiment.progress(args.trials * n_records, quiet=args.quiet, unit_name="record")
-        trials = []
-        for trial in range(args.trials):
-            problem.initialize(_stream(args.seed, example, 1, trial), std=args.std)
-            solver.restart()
-            arrays, seconds = run_trial(solver, error, lower_steps, args.epochs, args.record_every,
-                                        extras, on_record=lambda _: bar.add(1))
-            arrays["ts"] = np.array(seconds)
-            trials.append(arrays)
-        yield lower_steps, {name: np.stack([t[name] for t in trials], axis=-1) for name in trials[0]}
+            print(f"{self.example}/{self.method}/T{lower_steps}: {args.trials} trials x "
+                  f"{args.epochs} iterations" + (f" (resumed after {first})" if first else ""))
+        bar = experiment.progress((args.trials - first) * self.records, quiet=args.quiet,
+                                  unit_name="record")
+        for trial in range(first, args.trials):
+            self.problem.initialize(_stream(args.seed, self.example, 1, trial), std=args.std)
+            self.solver.restart()
+            arrays, seconds = run_trial(self.solver, self.error, self.names, lower_steps,
+                                        args.epochs, args.record_every, on_record=lambda _: bar.add(1))
+            curves.put(trial, arrays, seconds)
+            checkpoint.save(trials=trial + 1)
+            _spend(budget)
 
 
+def _spend(budget: list) -> None:
+    """Count one trial against ``--stop-after`` (``budget = [trials left]``, or ``[None]``)."""
+    if budget[0] is not None:
+        budget[0] -= 1
+        if budget[0] <= 0:
+            raise Stopped()
+
+
+# ---------------------------------------------------------------------------- report
 def summarize(arrays: dict[str, np.ndarray], epochs: int) -> dict[str, Any]:
     """initial/final err (mean, sd over trials) and seconds per 1000 iterations."""
     errs, ts = arrays["errs"], arrays["ts"] * 1000.0 / epochs
@@ -187,7 +286,7 @@ def plot_example(example: str, curves: dict[tuple[str, int], np.ndarray], record
             ax.plot(x, errs, color="gold", alpha=0.5, linewidth=0.7)
             ax.plot(x, errs.mean(axis=1), color="tab:blue", linewidth=2.0)
             ax.set_yscale("log")
-            ax.set_title(f"{METHOD_LABELS[method]}, T={t}", fontsize=9)
+            ax.set_title(f"{METHOD_LABELS.get(method, method)}, T={t}", fontsize=9)
             if j == 0:
                 ax.set_ylabel("err")
             if i == len(methods) - 1:
@@ -197,10 +296,7 @@ def plot_example(example: str, curves: dict[tuple[str, int], np.ndarray], record
     experiment.save_figure_atomic(fig, path, dpi=110)
 
 
-def _settings_kwargs(args: argparse.Namespace) -> dict[str, float]:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
-
-
+# ----------------------------------------------------------------------------- flags
 def _expand(values: list[str], allowed: tuple, flag: str) -> list:
     if "all" in values:
         return list(allowed)
@@ -211,45 +307,36 @@ def _expand(values: list[str], allowed: tuple, flag: str) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    run = original.RUN
     parser = argparse.ArgumentParser(prog="python -m synthetic.run", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--example", nargs="+", default=["all"],
                         help=f"examples ({', '.join(ALL_EXAMPLES)}) or 'all' = {' '.join(EXAMPLES)}")
     parser.add_argument("--method", nargs="+", default=["all"],
                         help=f"methods ({', '.join(METHODS)}) or 'all'")
-    parser.add_argument("--lower-steps", nargs="+", type=int, default=[1, 5, 10], metavar="T",
-                        help="inner iterations T per upper iteration")
-    parser.add_argument("--epochs", type=int, default=40001, help="upper iterations per trial")
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--record-every", type=int, default=10, help="the original's nstep")
+    parser.add_argument("--lower-steps", nargs="+", type=int, default=list(run["lower_steps"]),
+                        metavar="T", help="inner iterations T per upper iteration")
+    parser.add_argument("--epochs", type=int, default=run["epochs"], help="upper iterations per trial")
+    parser.add_argument("--trials", type=int, default=run["trials"])
+    parser.add_argument("--record-every", type=int, default=run["record_every"], help="the original's nstep")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dim", type=int, default=10, help="p = q = r, the size of each block")
-    parser.add_argument("--std", type=float, default=1.0, help="init spread (1: Uniform[-5, 5])")
-    for field in dataclasses.fields(Settings):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=float,
-                            default=field.default)
+    parser.add_argument("--dim", type=int, default=run["dim"], help="p = q = r, the size of each block")
+    parser.add_argument("--std", type=float, default=run["std"], help="init spread (1: Uniform[-5, 5])")
+    add_solver_flags(parser)
     parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=True,
                         help="compile the iteration with XLA (same results, faster)")
     parser.add_argument("--no-check-finite", action="store_true",
                         help="skip the per-iteration NaN/Inf check (slightly faster)")
     parser.add_argument("--out", default=None, help="output directory (default runs/synthetic)")
     parser.add_argument("--resume", action="store_true",
-                        help="reuse finished (example, method, T) parts in --out")
+                        help="continue from the checkpoints in --out (same settings)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
 
-def _part_path(out: Path, example: str, method: str, t: int) -> Path:
-    return out / "parts" / f"{example}_{method}_T{t}.npz"
-
-
-def _part_key(args: argparse.Namespace) -> str:
-    """What a saved part must have been run with to be reused by --resume."""
-    keys = ("epochs", "trials", "record_every", "seed", "dim", "std", *(_settings_kwargs(args)))
-    return repr({k: getattr(args, k) for k in keys})
-
-
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], list[str]]:
+    """The flags, checked; and the examples and methods they select."""
     args = build_parser().parse_args(argv)
     examples = _expand(args.example, ALL_EXAMPLES, "--example")
     methods = _expand(args.method, METHODS, "--method")
@@ -258,51 +345,50 @@ def main(argv: list[str] | None = None) -> dict:
             raise experiment.ExperimentError(f"--{name.replace('_', '-')} must be >= 1")
     if min(args.lower_steps) < 1:
         raise experiment.ExperimentError("--lower-steps must be >= 1")
-    out = experiment.resolve_out_dir(args, "synthetic")
-    experiment.seed_everything(args.seed)
-    from synthetic.problems import make_problem
+    return args, examples, methods
 
+
+# ------------------------------------------------------------------------------ main
+def run_example(example: str, methods: list[str], args: argparse.Namespace, out: Path,
+                budget: list) -> dict[tuple[str, int], dict[str, np.ndarray]]:
+    """Every method and T on one example (one problem: the same A for all); plots it."""
+    problem = make_problem(example, rng=_stream(args.seed, example, 0), p=args.dim, q=args.dim, r=args.dim)
+    results = {}
+    for method in methods:
+        runs = MethodRuns(example, method, problem, args, out)
+        for t in args.lower_steps:
+            results[(method, t)] = runs.curves(t, budget)
+            if not args.quiet:
+                m = summarize(results[(method, t)], args.epochs)
+                print(f"{example}/{method}/T{t}: err {m['initial_err_mean']:.3g} -> {m['final_err_mean']:.3g} "
+                      f"± {m['final_err_sd']:.2g}; {m['seconds_per_1000_iterations']:.3f} s/1000 it.")
+    plot_example(example, {k: arrays["errs"] for k, arrays in results.items()}, args.record_every,
+                 out / f"err_{example}.png")
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, examples, methods = parse_args(argv)
+    out = experiment.resolve_out_dir(args, EXPERIMENT)
+    experiment.seed_everything(args.seed)
     start = time.perf_counter()
     metrics, published, curves = {}, {}, {}
-    for example in examples:
-        problem = make_problem(example, rng=_stream(args.seed, example, 0), p=args.dim,
-                               q=args.dim, r=args.dim)
-        errs_by_setting = {}
-        for method in methods:
-            parts = {t: _load_part(out, example, method, t, args) if args.resume else None
-                     for t in args.lower_steps}
-            todo = [t for t, arrays in parts.items() if arrays is None]
-            if todo:
-                for t, arrays in run_method(example, method, args, problem, todo):
-                    experiment.save_npz_atomic(_part_path(out, example, method, t),
-                                               part_key=np.array(_part_key(args)), **arrays)
-                    parts[t] = arrays
-            for t in args.lower_steps:
-                key, arrays = f"{example}/{method}/T{t}", parts[t]
-                metrics[key] = summarize(arrays, args.epochs)
-                published[key] = paper.published_dict(table="Table 2", experiment="synthetic",
-                                                      method=method, example=example, lower_steps=t)
-                curves.update({f"{example}_{method}_T{t}_{n}": a for n, a in arrays.items()})
-                errs_by_setting[(method, t)] = arrays["errs"]
-                if not args.quiet:
-                    m = metrics[key]
-                    print(f"{key}: err {m['initial_err_mean']:.3g} -> {m['final_err_mean']:.3g} "
-                          f"± {m['final_err_sd']:.2g}; {m['seconds_per_1000_iterations']:.3f} s/1000 it.")
-        plot_example(example, errs_by_setting, args.record_every, out / f"err_{example}.png")
+    budget = [args.stop_after]
+    try:
+        results = {example: run_example(example, methods, args, out, budget) for example in examples}
+    except Stopped:
+        return {}
+    for example, by_setting in results.items():
+        for (method, t), arrays in by_setting.items():
+            key = f"{example}/{method}/T{t}"
+            metrics[key] = summarize(arrays, args.epochs)
+            published[key] = paper.published_dict(table="Table 2", experiment=EXPERIMENT,
+                                                  method=method, example=example, lower_steps=t)
+            curves.update({f"{example}_{method}_T{t}_{n}": a for n, a in arrays.items()})
     experiment.save_npz_atomic(out / "curves.npz", **curves)
-    return experiment.write_result(out, experiment="synthetic", method=",".join(methods),
+    return experiment.write_result(out, experiment=EXPERIMENT, method=",".join(methods),
                                    config=vars(args), metrics=metrics, published=published,
                                    wall_time_s=time.perf_counter() - start)
-
-
-def _load_part(out: Path, example: str, method: str, t: int, args) -> dict[str, np.ndarray] | None:
-    path = _part_path(out, example, method, t)
-    if not path.is_file():
-        return None
-    with np.load(path) as data:
-        if str(data["part_key"]) != _part_key(args):
-            return None
-        return {k: data[k] for k in data.files if k != "part_key"}
 
 
 if __name__ == "__main__":
