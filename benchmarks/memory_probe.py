@@ -6,8 +6,8 @@ measurement (TensorFlow's allocator and glibc keep freed memory mapped) pollutes
     python -m benchmarks.memory_probe --method rmd --lower-steps 1000 --dim 50000 --iterations 3
 
 It builds ``--example`` (default SMD20) with block size p = q = r = ``--dim`` (so u and v
-have 2·dim float32 entries each), builds the solver with `synthetic.run.build_solver`
-(the original's settings, no XLA unless ``--xla``), and then:
+have 2·dim float32 entries each), builds the solver with `penalty_tf.solvers.make`
+(the original's settings, ``synthetic.run.solver_config``; no XLA unless ``--xla``), and then:
 
 1. records the baseline: the current resident set size (VmRSS) after building the solver,
    before any step;
@@ -48,8 +48,6 @@ import sys
 import time
 import traceback
 from typing import Any, Optional
-
-METHODS = ("gd", "rmd", "approxgrad", "penalty")
 
 
 def _status_kib(field: str) -> Optional[int]:
@@ -136,7 +134,8 @@ def estimated_kib(method: str, dim: int, lower_steps: int) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_probe",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--method", choices=METHODS, required=True)
+    parser.add_argument("--method", required=True,
+                        help="a method of synthetic.run (gd, rmd, approxgrad, penalty, ...)")
     parser.add_argument("--lower-steps", type=int, required=True, metavar="T")
     parser.add_argument("--dim", type=int, default=50000,
                         help="block size p = q = r (u and v have 2*dim entries each)")
@@ -161,15 +160,17 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
                           f"estimated to need {need / 1024:.0f} MiB, more than "
                           f"{args.max_fraction:.0%} of the {avail / 1024:.0f} MiB available")
 
+    # TensorFlow is imported only now: a refused probe ends fast, and after main's log setting.
     import numpy as np
 
+    from penalty_tf import solvers
     from synthetic.problems import make_problem
-    from synthetic.run import Settings, build_solver
+    from synthetic.run import solver_config
 
     problem = make_problem(args.example, rng=np.random.default_rng(args.seed),
                            p=args.dim, q=args.dim, r=args.dim)
-    solver = build_solver(args.method, problem, Settings(), jit_compile=args.xla,
-                          check_finite=True)
+    solver = solvers.make(args.method, problem.bilevel(), solver_config(args.method),
+                          jit_compile=args.xla, check_finite=True)
     baseline = current_rss_kib()
 
     start = time.perf_counter()

@@ -12,8 +12,8 @@ measured in one process, with and without XLA (``jit_compile``), in two calling 
   graph call — how ``synthetic.run`` drives the full-batch problems (one call per record
   interval of the original driver).
 
-Solvers are built by ``synthetic.run.build_solver`` with the original's settings and
-``check_finite=True`` (each call then reads one status scalar back, as in real use). Every
+Solvers are built by `penalty_tf.solvers.make` on ``SyntheticProblem.bilevel()`` with the
+original's settings (``synthetic.run.solver_config``) and ``check_finite=True`` (each call then reads one status scalar back, as in real use). Every
 solver is warmed up first (the first call traces, and with XLA compiles; its time is
 reported as ``first_call_s``). Each timed run restarts from the same initial point and
 solver state and runs ``--iterations`` (2000) iterations; the ``--repeats`` (3) runs of a
@@ -59,12 +59,13 @@ from typing import Any, Optional
 
 import numpy as np
 
+from penalty_tf import solvers
+from penalty_tf.files import atomic_file
 from penalty_tf.paper import experiment, published as paper
+from synthetic.problems import EXAMPLES, make_problem
+from synthetic.run import METHOD_LABELS as LABELS, METHODS, solver_config
 
 EXPERIMENT = "benchmarks.synthetic_timing"
-EXAMPLES = ("SMD20", "SMD21", "SMD24", "SMD23")
-METHODS = ("gd", "rmd", "approxgrad", "penalty")
-LABELS = {"gd": "GD", "rmd": "RMD", "approxgrad": "ApproxGrad", "penalty": "Penalty"}
 MODES = ("step", "steps")
 XLA_KEYS = {False: "no_xla", True: "xla"}
 RATIOS = ("rmd/penalty", "approxgrad/penalty")
@@ -158,14 +159,11 @@ class Subject:
     """One solver on its own copy of one problem, with a way back to its start."""
 
     def __init__(self, example: str, method: str, xla: bool, seed: int):
-        from synthetic.problems import make_problem
-        from synthetic.run import Settings, build_solver
-
         self.example, self.method, self.xla, self.seed = example, method, xla, seed
         # The same seed for every method: the same A matrices and initial point.
         self.problem = make_problem(example, rng=np.random.default_rng(seed))
-        self.solver = build_solver(method, self.problem, Settings(), jit_compile=xla,
-                                   check_finite=True)
+        self.solver = solvers.make(method, self.problem.bilevel(), solver_config(method),
+                                   jit_compile=xla, check_finite=True)
         self.first_call_s: dict[str, float] = {}
 
     def restart(self) -> None:
@@ -485,15 +483,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     result = experiment.write_result(out, experiment=EXPERIMENT, method=",".join(args.methods),
                                      config=vars(args), metrics=metrics, published=published,
                                      wall_time_s=time.perf_counter() - start)
-    _write_text_atomic(out / "report.md", report + "\n")
+    with atomic_file(out / "report.md") as handle:
+        handle.write((report + "\n").encode())
     return result
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file under a temporary name, then rename it (never half-written)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

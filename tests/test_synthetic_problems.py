@@ -337,6 +337,14 @@ def test_variables_and_dims():
     assert p.A.shape == (8, 14)  # p_ = ceil(3.5) = 4 rows per block
 
 
+def test_bilevel_problem_has_the_box_on_both_levels():
+    prob = make_problem("SMD23", rng=np.random.default_rng(0), p=4, q=4, r=4)
+    bilevel = prob.bilevel()
+    assert bilevel.upper_vars == [prob.u] and bilevel.lower_vars == [prob.v]
+    assert bilevel.upper_loss is prob.upper_loss and bilevel.lower_loss is prob.lower_loss
+    assert bilevel.upper_bounds == bilevel.lower_bounds == (-5.0, 5.0)
+
+
 @pytest.mark.parametrize(
     "name,p,q,r",
     [

@@ -1,5 +1,6 @@
 """The synthetic runner end to end, XLA equivalence, and the paper's Fig. 1 finding."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -7,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from penalty_tf import solvers
+from penalty_tf.paper import experiment
 from synthetic import run
 
 TINY = ["--example", "SMD20", "SMD23", "--method", "all", "--lower-steps", "1", "3",
@@ -60,19 +63,51 @@ def test_same_trial_starts_all_methods_at_the_same_point(tiny_run):
         np.testing.assert_allclose(first[m], first["penalty"], rtol=2e-2)
 
 
-def test_resume_reuses_finished_parts(tiny_run, tmp_path):
+def _without_timings(metrics):
+    return {key: {k: v for k, v in m.items() if not k.startswith("seconds_")} for key, m in metrics.items()}
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(tiny_run, tmp_path):
+    """Killed after 11 of the 32 trials (mid-setting: 5 settings and one trial done), then
+    resumed: the metrics and curves of the uninterrupted run, bitwise (timings aside); a
+    finished setting is not run again."""
     out, result = tiny_run
-    part = out / "parts" / "SMD20_penalty_T1.npz"
-    stamp = part.stat().st_mtime_ns
-    again = run.main(TINY + ["--out", str(out), "--resume"])
-    assert part.stat().st_mtime_ns == stamp
-    for key in result["metrics"]:
-        assert again["metrics"][key]["final_err_mean"] == result["metrics"][key]["final_err_mean"]
-    # A part made with other settings is not reused.
-    changed = run.main(["--example", "SMD20", "--method", "penalty", "--lower-steps", "1", "--epochs", "31",
-                        "--trials", "2", "--record-every", "10", "--quiet", "--out", str(out), "--resume"])
-    assert part.stat().st_mtime_ns != stamp
-    assert changed["metrics"]["SMD20/penalty/T1"]["epochs"] == 31
+    cut = tmp_path / "cut"
+    assert run.main(TINY + ["--out", str(cut), "--stop-after", "11"]) == {}
+    assert not (cut / "result.json").exists()
+    sidecar = cut / "checkpoints" / "SMD20_gd_T1" / "run.json"
+    stamp = sidecar.stat().st_mtime_ns
+    again = run.main(TINY + ["--out", str(cut), "--resume"])
+    assert sidecar.stat().st_mtime_ns == stamp
+    assert _without_timings(again["metrics"]) == _without_timings(result["metrics"])
+    with np.load(out / "curves.npz") as a, np.load(cut / "curves.npz") as b:
+        assert set(a.files) == set(b.files)
+        for key in a.files:
+            if not key.endswith("_ts"):
+                assert a[key].tobytes() == b[key].tobytes(), key
+
+
+def test_resume_with_other_settings_is_refused(tiny_run):
+    out, _ = tiny_run
+    flags = ["--example", "SMD20", "--method", "penalty", "--lower-steps", "1", "--epochs", "31",
+             "--trials", "2", "--record-every", "10", "--quiet", "--out", str(out), "--resume"]
+    with pytest.raises(experiment.ExperimentError, match="epochs: checkpoint 41, now 31"):
+        run.main(flags)
+
+
+def test_configs_are_the_originals_synthetic_variants():
+    """Penalty's schedule is `PenaltySchedule.synthetic` (nu_0 = 0; lambda, eps and the
+    learning rates divided by c_rho), also for another --c-rho; ApproxGrad runs T + 1
+    linear-system steps with sigma 1e-6."""
+    penalty = run.solver_config("penalty")
+    assert penalty == solvers.PenaltyConfig(lr_u=1e-3, lr_v=1e-4,
+                                            **dataclasses.asdict(solvers.PenaltySchedule.synthetic()))
+    other = run.solver_config("penalty", vars(run.build_parser().parse_args(["--c-rho", "1.25"])))
+    assert (other.c_rho, other.c_lamb, other.c_eps, other.lr_decay, other.nu0) == (1.25, 0.8, 0.8, 0.8, 0.0)
+    approxgrad = run.solver_config("approxgrad")
+    assert (approxgrad.sig, approxgrad.extra_linear_step, approxgrad.lr_p) == (1e-6, True, 1e-4)
+    assert run.solver_config("rmd") == solvers.RMDConfig(lr_u=1e-3, lr_v=1e-4, exact=False)
+    assert set(run.METHODS) == {"gd", "rmd", "approxgrad", "penalty"}
 
 
 def test_xla_gives_the_same_trajectories_as_graph_mode(tmp_path):
