@@ -22,7 +22,6 @@ and on the clean set plus the optimised poisons (lower = stronger attack).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import keras
@@ -30,6 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 import penalty_tf as ptf
+from mnist_splits import load_splits
+from penalty_tf.files import write_json_atomic
 from penalty_tf.losses import sparse_softmax_cross_entropy
 
 
@@ -49,16 +50,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load(args):
-    """Clean training set, validation set (next rows of MNIST train) and MNIST test set."""
-    mnist = ptf.datasets.load_mnist(args.data_dir)
-    x = mnist.x_train.reshape(-1, 784).astype(np.float32) / 255.0
-    y = mnist.y_train.astype(np.int32)
-    n, m = args.n_train, args.n_train + args.n_val
-    x_test = mnist.x_test[:args.n_test].reshape(-1, 784).astype(np.float32) / 255.0
-    return (x[:n], y[:n]), (x[n:m], y[n:m]), (x_test, mnist.y_test[:args.n_test].astype(np.int32))
-
-
 def classifier(seed: int) -> keras.Model:
     """Regularised logistic regression: logits = x W (no bias), as in the paper."""
     keras.utils.set_random_seed(seed)
@@ -72,18 +63,10 @@ def lower_objective(model, x, y):
 
 
 def fit(model, x, y, steps: int) -> keras.Model:
-    """``steps`` full-batch Adam (1e-3) steps on `lower_objective`."""
-    optimizer = ptf.tf1_adam(1e-3)
-    x, y = tf.constant(x), tf.constant(y)
-
-    @tf.function
-    def run():
-        for _ in tf.range(steps):
-            with tf.GradientTape() as tape:
-                loss = lower_objective(model, x, y)
-            optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
-
-    run()
+    """``steps`` full-batch Adam (1e-3) steps on `lower_objective`, in one graph call."""
+    loop = ptf.optimizers.make_train_loop(lambda batch: lower_objective(model, *batch),
+                                          model.trainable_variables, ptf.tf1_adam(1e-3))
+    loop((tf.constant(x), tf.constant(y)), steps)
     return model
 
 
@@ -108,9 +91,10 @@ def poison(args, train, val):
     def upper_loss(_):
         return -tf.reduce_mean(sparse_softmax_cross_entropy(y_val, model(x_val)))
 
-    solver = ptf.Penalty(upper_loss, lower_loss, upper_vars=[images], lower_vars=model.trainable_variables,
-                         upper_optimizer=0.1, lower_optimizer=1e-3, upper_bounds=(0.0, 1.0),
-                         schedule=ptf.PenaltySchedule(rho0=10.0, lamb0=100.0, eps0=1.0, nu0=0.0))
+    problem = ptf.BilevelProblem(upper_loss, lower_loss, upper_vars=[images],
+                                 lower_vars=model.trainable_variables, upper_bounds=(0.0, 1.0))
+    solver = ptf.make("penalty", problem, ptf.PenaltyConfig(lr_u=0.1, lr_v=1e-3, rho0=10.0, lamb0=100.0,
+                                                            eps0=1.0, nu0=0.0))
     bar = keras.utils.Progbar(args.iterations, verbose=0 if args.quiet else 1)
     chunk = 50
     for done in range(0, args.iterations, chunk):       # full batch: many iterations per call
@@ -122,7 +106,7 @@ def poison(args, train, val):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    train, val, test = load(args)
+    train, val, test = load_splits(args.data_dir, args.n_train, args.n_val, args.n_test)
     start = time.perf_counter()
     images, labels = poison(args, train, val)
     wall = time.perf_counter() - start
@@ -141,8 +125,7 @@ def main(argv=None) -> dict:
           f"{acc['label_flip']:.4f}, + {args.npoison} Penalty poisons {acc['penalty_poisons']:.4f} "
           f"(attack {wall:.1f} s)")
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(result, fh, indent=2)
+        write_json_atomic(args.out, result)
     return result
 
 

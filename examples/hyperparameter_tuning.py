@@ -20,7 +20,6 @@ validation and test accuracy and wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
@@ -29,6 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 import penalty_tf as ptf
+from mnist_splits import load_splits
+from penalty_tf.files import write_json_atomic
 from penalty_tf.losses import sparse_softmax_cross_entropy
 
 
@@ -54,16 +55,6 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="write the results to this JSON file")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
-
-
-def load_data(args):
-    """Flattened [0, 1] float32 MNIST splits: train, validation (next rows), test."""
-    mnist = ptf.datasets.load_mnist(args.data_dir)
-    x = mnist.x_train.reshape(-1, 784).astype(np.float32) / 255.0
-    y = mnist.y_train.astype(np.int32)
-    n, m = args.n_train, args.n_train + args.n_val
-    x_test = mnist.x_test[:args.n_test].reshape(-1, 784).astype(np.float32) / 255.0
-    return (x[:n], y[:n]), (x[n:m], y[n:m]), (x_test, mnist.y_test[:args.n_test].astype(np.int32))
 
 
 def make_model(hidden: int, seed: int) -> keras.Model:
@@ -95,6 +86,12 @@ def decay_term(model, log_decay, decay: str) -> tf.Tensor:
     return 0.5 * tf.add_n([first, *rest])
 
 
+def training_loss(model, log_decay, x, y, decay: str) -> tf.Tensor:
+    """g: ``CE(x, y; w) + 1/2 sum_j exp(s_j) ||w_j||^2``."""
+    ce = tf.reduce_mean(sparse_softmax_cross_entropy(y, model(x)))
+    return ce + decay_term(model, log_decay, decay)
+
+
 def accuracy(model, x, y) -> float:
     return float(np.mean(np.argmax(model.predict(x, batch_size=2000, verbose=0), axis=1) == y))
 
@@ -108,8 +105,7 @@ def tune_with_penalty(args, train, val, initial_weights):
 
     def lower_loss(batch):                       # g: training loss + weight decay
         x, y, _, _ = batch
-        ce = tf.reduce_mean(sparse_softmax_cross_entropy(y, model(x)))
-        return ce + decay_term(model, log_decay, args.decay)
+        return training_loss(model, log_decay, x, y, args.decay)
 
     def upper_loss(batch):                       # f: validation loss
         _, _, xv, yv = batch
@@ -131,19 +127,10 @@ def fit_lower(args, train_data, initial_weights, log_decay) -> keras.Model:
     for as many Adam steps as the Penalty run takes on the weights."""
     model = make_model(args.hidden, args.seed)
     model.set_weights(initial_weights)
-    optimizer = ptf.tf1_adam(args.lower_lr)
-    x, y = (tf.constant(a) for a in train_data)
     log_decay = tf.constant(log_decay, tf.float32)
-
-    @tf.function
-    def fit(steps):
-        for _ in tf.range(steps):
-            with tf.GradientTape() as tape:
-                ce = tf.reduce_mean(sparse_softmax_cross_entropy(y, model(x)))
-                loss = ce + decay_term(model, log_decay, args.decay)
-            optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
-
-    fit(tf.constant(args.iterations * args.lower_steps))
+    loop = ptf.optimizers.make_train_loop(lambda batch: training_loss(model, log_decay, *batch, args.decay),
+                                          model.trainable_variables, ptf.tf1_adam(args.lower_lr))
+    loop(tuple(tf.constant(a) for a in train_data), tf.constant(args.iterations * args.lower_steps))
     return model
 
 
@@ -156,7 +143,7 @@ def global_log_decay(args, decay: float) -> np.ndarray:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    train, val, test = load_data(args)
+    train, val, test = load_splits(args.data_dir, args.n_train, args.n_val, args.n_test)
     initial_weights = make_model(args.hidden, args.seed).get_weights()
 
     start = time.perf_counter()
@@ -186,8 +173,7 @@ def main(argv=None) -> dict:
         print(f"Grid search (best decay {best['decay']:g} of {len(args.grid)}): val acc "
               f"{best['val_acc']:.4f}  test acc {best['test_acc']:.4f}  wall {grid['wall_time_s']:.1f} s")
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(result, fh, indent=2)
+        write_json_atomic(args.out, result)
     return result
 
 

@@ -19,7 +19,6 @@ noisy examples (the fraction of noisy examples among the lowest-weighted ones).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import keras
@@ -27,6 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 import penalty_tf as ptf
+from mnist_splits import load_splits
+from penalty_tf.files import write_json_atomic
 from penalty_tf.losses import sparse_softmax_cross_entropy
 
 
@@ -52,16 +53,12 @@ def parse_args(argv=None):
 def noisy_mnist(args):
     """Train (with ``noise`` of its labels replaced by a different random class), clean
     validation (the next rows) and test arrays; and the mask of the noisy examples."""
-    mnist = ptf.datasets.load_mnist(args.data_dir)
-    x = mnist.x_train.reshape(-1, 784).astype(np.float32) / 255.0
-    y = mnist.y_train.astype(np.int32)
+    (x, y), val, test = load_splits(args.data_dir, args.n_train, args.n_val, args.n_test)
     rng = np.random.default_rng(args.seed)
-    n, m = args.n_train, args.n_train + args.n_val
-    y_train = y[:n].copy()
-    noisy = rng.random(n) < args.noise
+    y_train = y.copy()
+    noisy = rng.random(len(y)) < args.noise
     y_train[noisy] = (y_train[noisy] + rng.integers(1, 10, noisy.sum())) % 10
-    x_test = mnist.x_test[:args.n_test].reshape(-1, 784).astype(np.float32) / 255.0
-    return (x[:n], y_train), (x[n:m], y[n:m]), (x_test, mnist.y_test[:args.n_test].astype(np.int32)), noisy
+    return (x, y_train), val, test, noisy
 
 
 def my_model(seed: int) -> keras.Model:
@@ -148,8 +145,7 @@ def main(argv=None) -> dict:
     print(f"No reweighting, noisy + clean data: test acc {b['test_acc']:.4f}; clean data only: "
           f"test acc {c['test_acc']:.4f}")
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(result, fh, indent=2)
+        write_json_atomic(args.out, result)
     return result
 
 
