@@ -22,62 +22,61 @@ Outputs as few_shot.omniglot.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 
-from few_shot import common
+from few_shot import settings as run_settings
+from few_shot.tasks import Split
 from penalty_tf.paper import experiment
 
 EXPERIMENT = "few_shot.miniimagenet"
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MiniImageNetSettings(run_settings.RunSettings):
+    """`RunSettings` plus the pickles' class blocks and the residual encoder's sizes."""
+
+    images_per_class: int = run_settings.setting(
+        "images per class block in the pickles (600 in the real files)", minimum=1)
+    filters: tuple = run_settings.setting("filters of the four residual blocks", nargs=4)
+    hidden: int = run_settings.setting("width of the 1x1 conv after the blocks", minimum=1)
+    features: int = run_settings.setting("feature dimension d", minimum=1)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m few_shot.miniimagenet",
-                                     description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common.add_flags(parser, nway=5, kshot=None)
-    parser.add_argument("--images-per-class", type=int, default=600,
-                        help="images per class block in the pickles (600 in the real files)")
-    parser.add_argument("--filters", type=int, nargs=4, default=[64, 96, 128, 256])
-    parser.add_argument("--hidden", type=int, default=2048, help="width of the 1x1 conv after the blocks")
-    parser.add_argument("--features", type=int, default=384, help="feature dimension d")
-    return parser
+    return run_settings.build_parser(MiniImageNetSettings, "python -m few_shot.miniimagenet",
+                                     __doc__.split("\n\n")[0])
 
 
-def resolve_defaults(args: argparse.Namespace) -> None:
-    if args.kshot is None:
-        args.kshot = 5 if args.method == "penalty" else 1
-    if args.iterations is None:
-        args.iterations = 10001 if (args.method == "approxgrad" and args.kshot == 5) else 20001
-    if args.meta_batch is None:
-        args.meta_batch = 2
-    for name in ("lr_u", "lr_v", "lr_p"):
-        if getattr(args, name) is None:
-            setattr(args, name, 1e-3)
+def resolve(argv: list[str] | None = None) -> MiniImageNetSettings:
+    """The run's settings from its command line (the original's values for what it omits:
+    K = 5 for Penalty and 1 for ApproxGrad; ApproxGrad 5-shot 10,001 meta-iterations,
+    otherwise 20,001)."""
+    return run_settings.resolve(MiniImageNetSettings, EXPERIMENT, build_parser().parse_args(argv))
 
 
-def load_splits(args: argparse.Namespace) -> tuple[common.Split, common.Split]:
+def load_splits(s: MiniImageNetSettings) -> tuple[Split, Split]:
+    """The train pickle's 64 classes for meta-training, the test pickle's 20 for meta-testing."""
     from penalty_tf.datasets.miniimagenet import load_miniimagenet_split
 
     splits = []
     for name in ("train", "test"):
-        data = load_miniimagenet_split(name, args.data_dir, images_per_class=args.images_per_class)
-        splits.append(common.Split(data.images, data.labels, np.unique(data.labels)))
+        data = load_miniimagenet_split(name, s.data_dir, images_per_class=s.images_per_class)
+        splits.append(Split(data.images, data.labels, np.unique(data.labels)))
     return splits[0], splits[1]
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    resolve_defaults(args)
-    common.check_flags(args)
-    train, test = load_splits(args)
+    from few_shot import driver
     from penalty_tf.models.few_shot import build_encoder
 
-    return common.run(args, experiment_name=EXPERIMENT, train=train, test=test,
+    s = resolve(argv)
+    train, test = load_splits(s)
+    return driver.run(s, experiment_name=EXPERIMENT, train=train, test=test,
                       make_encoder=lambda: build_encoder("miniimagenet", train.image_shape,
-                                                         filters=args.filters, hidden=args.hidden,
-                                                         features=args.features),
-                      default_test_lr=1e-3 if args.method == "penalty" else args.lr_v)
+                                                         filters=s.filters, hidden=s.hidden,
+                                                         features=s.features))
 
 
 if __name__ == "__main__":

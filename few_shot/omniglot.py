@@ -16,69 +16,66 @@ meta-test the rest.
 
 Writes ``result.json`` (after every evaluation: accuracy mean / sd / 95 % CI over the
 meta-test tasks, solver state, wall time), ``accuracy.png``, ``accuracies.npz`` (the
-per-task accuracies of every evaluation) and ``checkpoint.npz`` (``--resume`` continues
-an interrupted run exactly). See few_shot/common.py for the faithful quirks.
+per-task accuracies of every evaluation) and ``checkpoint/`` (``--resume`` continues
+an interrupted run exactly). See few_shot/problem.py for the faithful quirks.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 
-from few_shot import common
+from few_shot import settings as run_settings
+from few_shot.tasks import Split
 from penalty_tf.paper import experiment
 
 EXPERIMENT = "few_shot.omniglot"
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OmniglotSettings(run_settings.RunSettings):
+    """`RunSettings` plus the meta-train split's size and the encoder's width."""
+
+    train_characters: int = run_settings.setting(
+        "characters (x4 rotations = classes) in the meta-train split")
+    filters: int = run_settings.setting("filters per conv block", minimum=1)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m few_shot.omniglot",
-                                     description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common.add_flags(parser, nway=20, kshot=5)
-    parser.add_argument("--train-characters", type=int, default=1200,
-                        help="characters (x4 rotations = classes) in the meta-train split")
-    parser.add_argument("--filters", type=int, default=64, help="filters per conv block")
-    return parser
+    return run_settings.build_parser(OmniglotSettings, "python -m few_shot.omniglot",
+                                     __doc__.split("\n\n")[0])
 
 
-def resolve_defaults(args: argparse.Namespace) -> None:
-    """The original's settings that depend on N and on the method."""
-    five_way = args.nway == 5
-    if args.iterations is None:
-        args.iterations = 5000 if five_way else 10000
-    if args.meta_batch is None:
-        args.meta_batch = 30 if five_way else 15
-    for name in ("lr_u", "lr_v", "lr_p"):
-        if getattr(args, name) is None:
-            setattr(args, name, 1e-2)
+def resolve(argv: list[str] | None = None) -> OmniglotSettings:
+    """The run's settings from its command line (the original's values for what it omits:
+    N = 5 sets 5,000 meta-iterations with meta-batch 30, otherwise 10,000 with 15)."""
+    return run_settings.resolve(OmniglotSettings, EXPERIMENT, build_parser().parse_args(argv))
 
 
-def load_splits(args: argparse.Namespace) -> tuple[common.Split, common.Split]:
+def load_splits(s: OmniglotSettings) -> tuple[Split, Split]:
+    """Meta-train = the first ``train_characters`` characters x 4 rotations, meta-test the rest."""
     from penalty_tf.datasets.omniglot import load_omniglot
 
-    data = load_omniglot(args.data_dir)
-    boundary = 4 * args.train_characters
+    data = load_omniglot(s.data_dir)
+    boundary = 4 * s.train_characters
     if not 0 < boundary < data.num_classes:
         raise experiment.ExperimentError(
-            f"--train-characters {args.train_characters}: the data have "
+            f"--train-characters {s.train_characters}: the data have "
             f"{data.num_classes // 4} characters; meta-train and meta-test need at least one each")
     classes = np.arange(data.num_classes)
-    return (common.Split(data.x, data.y, classes[:boundary]),
-            common.Split(data.x, data.y, classes[boundary:]))
+    return Split(data.x, data.y, classes[:boundary]), Split(data.x, data.y, classes[boundary:])
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    resolve_defaults(args)
-    common.check_flags(args)
-    train, test = load_splits(args)
+    from few_shot import driver
     from penalty_tf.models.few_shot import build_encoder
 
-    return common.run(args, experiment_name=EXPERIMENT, train=train, test=test,
-                      make_encoder=lambda: build_encoder("omniglot", train.image_shape, filters=args.filters),
-                      default_test_lr=1e-3 if args.method == "penalty" else args.lr_v)
+    s = resolve(argv)
+    train, test = load_splits(s)
+    return driver.run(s, experiment_name=EXPERIMENT, train=train, test=test,
+                      make_encoder=lambda: build_encoder("omniglot", train.image_shape, filters=s.filters))
 
 
 if __name__ == "__main__":
