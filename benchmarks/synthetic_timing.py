@@ -63,9 +63,10 @@ from penalty_tf import solvers
 from penalty_tf.files import atomic_file
 from penalty_tf.paper import experiment, published as paper
 from synthetic.problems import EXAMPLES, make_problem
-from synthetic.run import METHOD_LABELS as LABELS, METHODS, solver_config
+from synthetic.run import METHOD_LABELS as LABELS, methods, solver_config
 
 EXPERIMENT = "benchmarks.synthetic_timing"
+METHODS = methods()
 MODES = ("step", "steps")
 XLA_KEYS = {False: "no_xla", True: "xla"}
 RATIOS = ("rmd/penalty", "approxgrad/penalty")

@@ -56,8 +56,6 @@ from penalty_tf.paper.defaults import synthetic as original
 from synthetic.problems import ALL_EXAMPLES, EXAMPLES, SyntheticProblem, make_problem
 
 EXPERIMENT = original.EXPERIMENT
-#: The ``--method`` values: the registered solvers that have synthetic defaults, in the table's order.
-METHODS = tuple(m for e, m in original.DEFAULTS if e == EXPERIMENT and m in solvers.names())
 METHOD_LABELS = {"gd": "GD", "rmd": "RMD", "approxgrad": "ApproxGrad", "penalty": "Penalty"}
 #: The recorded curves besides err, and the solver output each records (if the solver has it).
 RECORDED = {"fs": "f", "gs": "g", "ftilde": "h_lower", "rhos": "rho"}
@@ -67,6 +65,12 @@ FREE_ON_RESUME = ("out", "resume", "quiet", "no_check_finite", "stop_after")
 
 
 # ------------------------------------------------------------------ solver settings
+def methods() -> tuple[str, ...]:
+    """The ``--method`` values: the solvers registered in `penalty_tf.solvers` that have a
+    row in `penalty_tf.paper.defaults.synthetic`, in the table's order."""
+    return tuple(m for e, m in original.DEFAULTS if e == EXPERIMENT and m in solvers.names())
+
+
 def solver_settings(method: str) -> dict[str, Any]:
     """The original's value of each field of ``method``'s config that the synthetic runs set."""
     fields = {f.name for f in dataclasses.fields(solvers.config_class(method))}
@@ -100,7 +104,7 @@ def add_solver_flags(parser: argparse.ArgumentParser) -> None:
     methods' originals differ: each method then takes its own)."""
     group = parser.add_argument_group("solver settings (the original's by default)")
     values: dict[str, list] = {}
-    for method in METHODS:
+    for method in methods():
         for name, value in solver_settings(method).items():
             values.setdefault(name, []).append((method, value))
     for name, pairs in values.items():
@@ -196,7 +200,7 @@ class MethodRuns:
         `FREE_ON_RESUME` and the solver flags) and this method's typed config."""
         config = dict(vars(self.args), example=self.example, method=self.method,
                       lower_steps=lower_steps, solver=self.config)
-        ignore = FREE_ON_RESUME + tuple(name for m in METHODS for name in solver_settings(m))
+        ignore = FREE_ON_RESUME + tuple(name for m in methods() for name in solver_settings(m))
         return RunCheckpoint(self.out / "checkpoints" / f"{self.example}_{self.method}_T{lower_steps}",
                              config, ignore=ignore, curves=curves)
 
@@ -271,11 +275,11 @@ def summarize(arrays: dict[str, np.ndarray], epochs: int) -> dict[str, Any]:
 def plot_example(example: str, curves: dict[tuple[str, int], np.ndarray], record_every: int,
                  path: Path) -> None:
     """Fig. 1/2 style: err against iterations, one panel per method (rows) and T (columns)."""
-    methods = [m for m in METHODS if any(k[0] == m for k in curves)]
+    rows = [m for m in methods() if any(k[0] == m for k in curves)]
     ts = sorted({k[1] for k in curves})
-    fig = experiment.new_figure(figsize=(3.2 * len(ts), 2.6 * len(methods)))
-    axes = fig.subplots(len(methods), len(ts), squeeze=False, sharex=True)
-    for i, method in enumerate(methods):
+    fig = experiment.new_figure(figsize=(3.2 * len(ts), 2.6 * len(rows)))
+    axes = fig.subplots(len(rows), len(ts), squeeze=False, sharex=True)
+    for i, method in enumerate(rows):
         for j, t in enumerate(ts):
             ax = axes[i][j]
             errs = curves.get((method, t))
@@ -289,7 +293,7 @@ def plot_example(example: str, curves: dict[tuple[str, int], np.ndarray], record
             ax.set_title(f"{METHOD_LABELS.get(method, method)}, T={t}", fontsize=9)
             if j == 0:
                 ax.set_ylabel("err")
-            if i == len(methods) - 1:
+            if i == len(rows) - 1:
                 ax.set_xlabel("upper-level iteration")
     fig.suptitle(f"{example}: distance to the solution ({errs.shape[1]} trials, mean bold)")
     fig.tight_layout()
@@ -313,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--example", nargs="+", default=["all"],
                         help=f"examples ({', '.join(ALL_EXAMPLES)}) or 'all' = {' '.join(EXAMPLES)}")
     parser.add_argument("--method", nargs="+", default=["all"],
-                        help=f"methods ({', '.join(METHODS)}) or 'all'")
+                        help=f"methods ({', '.join(methods())}) or 'all'")
     parser.add_argument("--lower-steps", nargs="+", type=int, default=list(run["lower_steps"]),
                         metavar="T", help="inner iterations T per upper iteration")
     parser.add_argument("--epochs", type=int, default=run["epochs"], help="upper iterations per trial")
@@ -339,22 +343,22 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], l
     """The flags, checked; and the examples and methods they select."""
     args = build_parser().parse_args(argv)
     examples = _expand(args.example, ALL_EXAMPLES, "--example")
-    methods = _expand(args.method, METHODS, "--method")
+    chosen = _expand(args.method, methods(), "--method")
     for name in ("epochs", "trials", "record_every", "dim"):
         if getattr(args, name) < 1:
             raise experiment.ExperimentError(f"--{name.replace('_', '-')} must be >= 1")
     if min(args.lower_steps) < 1:
         raise experiment.ExperimentError("--lower-steps must be >= 1")
-    return args, examples, methods
+    return args, examples, chosen
 
 
 # ------------------------------------------------------------------------------ main
-def run_example(example: str, methods: list[str], args: argparse.Namespace, out: Path,
+def run_example(example: str, chosen: list[str], args: argparse.Namespace, out: Path,
                 budget: list) -> dict[tuple[str, int], dict[str, np.ndarray]]:
     """Every method and T on one example (one problem: the same A for all); plots it."""
     problem = make_problem(example, rng=_stream(args.seed, example, 0), p=args.dim, q=args.dim, r=args.dim)
     results = {}
-    for method in methods:
+    for method in chosen:
         runs = MethodRuns(example, method, problem, args, out)
         for t in args.lower_steps:
             results[(method, t)] = runs.curves(t, budget)
@@ -368,14 +372,14 @@ def run_example(example: str, methods: list[str], args: argparse.Namespace, out:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, examples, methods = parse_args(argv)
+    args, examples, chosen = parse_args(argv)
     out = experiment.resolve_out_dir(args, EXPERIMENT)
     experiment.seed_everything(args.seed)
     start = time.perf_counter()
     metrics, published, curves = {}, {}, {}
     budget = [args.stop_after]
     try:
-        results = {example: run_example(example, methods, args, out, budget) for example in examples}
+        results = {example: run_example(example, chosen, args, out, budget) for example in examples}
     except Stopped:
         return {}
     for example, by_setting in results.items():
@@ -386,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                   method=method, example=example, lower_steps=t)
             curves.update({f"{example}_{method}_T{t}_{n}": a for n, a in arrays.items()})
     experiment.save_npz_atomic(out / "curves.npz", **curves)
-    return experiment.write_result(out, experiment=EXPERIMENT, method=",".join(methods),
+    return experiment.write_result(out, experiment=EXPERIMENT, method=",".join(chosen),
                                    config=vars(args), metrics=metrics, published=published,
                                    wall_time_s=time.perf_counter() - start)
 

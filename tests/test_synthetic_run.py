@@ -31,7 +31,7 @@ def test_runner_writes_result_curves_and_plots(tiny_run):
                             "wall_time_s", "versions"}
     assert on_disk["experiment"] == "synthetic"
     assert on_disk["config"]["epochs"] == 41 and on_disk["config"]["xla"] is True
-    keys = {f"{e}/{m}/T{t}" for e in ("SMD20", "SMD23") for m in run.METHODS for t in (1, 3)}
+    keys = {f"{e}/{m}/T{t}" for e in ("SMD20", "SMD23") for m in run.methods() for t in (1, 3)}
     assert set(on_disk["metrics"]) == keys
     for key, m in on_disk["metrics"].items():
         assert m["trials"] == 2 and m["epochs"] == 41
@@ -57,9 +57,9 @@ def test_runner_writes_result_curves_and_plots(tiny_run):
 def test_same_trial_starts_all_methods_at_the_same_point(tiny_run):
     out, _ = tiny_run
     with np.load(out / "curves.npz") as curves:
-        first = {m: curves[f"SMD23_{m}_T1_errs"][0] for m in run.METHODS}
+        first = {m: curves[f"SMD23_{m}_T1_errs"][0] for m in run.methods()}
     # err is recorded after epoch 0's update: same start, one small step apart.
-    for m in run.METHODS:
+    for m in run.methods():
         np.testing.assert_allclose(first[m], first["penalty"], rtol=2e-2)
 
 
@@ -107,7 +107,7 @@ def test_configs_are_the_originals_synthetic_variants():
     approxgrad = run.solver_config("approxgrad")
     assert (approxgrad.sig, approxgrad.extra_linear_step, approxgrad.lr_p) == (1e-6, True, 1e-4)
     assert run.solver_config("rmd") == solvers.RMDConfig(lr_u=1e-3, lr_v=1e-4, exact=False)
-    assert set(run.METHODS) == {"gd", "rmd", "approxgrad", "penalty"}
+    assert set(run.methods()) == {"gd", "rmd", "approxgrad", "penalty"}
 
 
 def test_xla_gives_the_same_trajectories_as_graph_mode(tmp_path):
@@ -146,7 +146,7 @@ def test_fig1_finding_on_smd20_at_the_original_budget(tmp_path):
     result = run.main(["--example", "SMD20", "--method", "all", "--lower-steps", "10",
                        "--epochs", "40001", "--trials", "2", "--record-every", "1000", "--quiet",
                        "--out", str(tmp_path)])
-    final = {m: result["metrics"][f"SMD20/{m}/T10"]["final_err_mean"] for m in run.METHODS}
+    final = {m: result["metrics"][f"SMD20/{m}/T10"]["final_err_mean"] for m in run.methods()}
     assert final["penalty"] < 0.05
     assert final["approxgrad"] < 0.05
     assert final["gd"] > 1.0
