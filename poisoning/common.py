@@ -11,7 +11,9 @@ with ``sign = -1`` for the untargeted attack (maximise the validation loss) and 
 the targeted one (minimise the loss w.r.t. the attacker's labels). Everything is full
 batch. The protocol of both drivers is `run_attack`: clean training of W (10,001 Adam
 steps), the bilevel phase starting from that W, then W is re-initialised and retrained
-on the clean points plus the poisons; the metric is measured on the test split.
+on the clean points plus the poisons; the metric is measured on the test split. The run
+checkpoints after clean training, every ``--checkpoint-every`` bilevel updates and after
+the bilevel phase (`poisoning.runs`); ``--resume`` continues from the last checkpoint.
 
 Speed notes (measured, see poisoning/README.md): the logits of the poisons and of the
 clean points are computed by two matmuls and concatenated (concatenating the *inputs*
@@ -26,12 +28,16 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
+import tensorflow as tf
 
-from penalty_tf import losses
+from penalty_tf import losses, optimizers, solvers
 from penalty_tf.paper import experiment, published as paper
+from penalty_tf.problem import BilevelProblem
+from poisoning import runs, settings as run_settings
+from poisoning.settings import Settings
 
 NCLASS = 10
 DIM = 784
@@ -39,32 +45,8 @@ DIM = 784
 WEIGHT_DECAY = 0.5 * 0.01
 #: Adam learning rate of the original's ``train_simple`` (clean training and retraining).
 TRAIN_SIMPLE_LR = 1e-3
-
-
-# ------------------------------------------------------------------------- settings
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """One attack's hyperparameters (the original's driver constants)."""
-
-    lr_u: float
-    lr_v: float
-    epochs: int                 # bilevel updates
-    lower_steps: int            # T (niter / niter1)
-    rho0: float = 10.0
-    lamb0: float = 1.0
-    eps0: float = 1.0
-    nu0: float = 0.0
-    c_rho: float = 1.1
-    c_lamb: float = 0.9
-    c_eps: float = 0.9
-    lr_p: float = 0.0           # ApproxGrad only
-    sig: float = 1e-3           # ApproxGrad only
-    linear_steps: int = 20      # ApproxGrad only (niter2)
-    halve_every: int = 0        # ApproxGrad: lr_u, lr_v halved after updates k*halve_every
-    first_epoch: int = 0        # ApproxGrad: the epoch counter's start (0 or 1), see halving
-    retrain_steps: int = 10001  # full_epochs of train_simple
-    npoison: int = 60
+#: Bilevel updates per graph call (between two progress-bar updates).
+CHUNK = 100
 
 
 def halving_points(settings: Settings) -> list[int]:
@@ -116,22 +98,19 @@ class Splits:
 # -------------------------------------------------------------------------- the model
 
 def glorot_uniform(rng: np.random.Generator, shape=(DIM, NCLASS)) -> np.ndarray:
-    """TF1 ``get_variable``'s default initializer for a 2-D variable."""
+    """TF1 ``get_variable``'s default initializer for a 2-D variable: U(-l, l), l = sqrt(6 / (fan_in + fan_out))."""
     limit = np.sqrt(6.0 / (shape[0] + shape[1]))
     return rng.uniform(-limit, limit, size=shape).astype(np.float32)
 
 
 class PoisoningProblem:
-    """Variables, losses and the compiled plain-training loop of one poisoning attack.
+    """Variables, losses and the compiled plain training of one poisoning attack.
 
     ``upper_sign`` is -1 (untargeted) or +1 (targeted). ``batch`` holds every data
     tensor; it is passed to every compiled call (nothing large is baked into a graph).
     """
 
     def __init__(self, splits: Splits, upper_sign: float, rng: np.random.Generator):
-        import tensorflow as tf
-
-        self.tf = tf
         self.rng = rng
         self.upper_sign = float(upper_sign)
         self.W = tf.Variable(glorot_uniform(rng), name="W")
@@ -143,63 +122,54 @@ class PoisoningProblem:
             "y_val": tf.constant(one_hot(splits.y_val)),
             "y_poison": tf.constant(one_hot(splits.y_poison)),
         }
-        self._train_fn = None
 
-    # -- losses (closures for the solvers) ------------------------------------------------
-    def weight_decay(self):
-        return WEIGHT_DECAY * self.tf.nn.l2_loss(self.W)
+    # -- losses ----------------------------------------------------------------------
+    def weight_decay(self) -> tf.Tensor:
+        """0.0025 * sum(W^2)."""
+        return WEIGHT_DECAY * tf.nn.l2_loss(self.W)
 
-    def lower_loss(self, batch: dict) -> Any:
+    def lower_loss(self, batch: dict) -> tf.Tensor:
         """g: weight decay + mean CE over [poisons; clean training points]."""
-        tf = self.tf
         logits = tf.concat([tf.matmul(self.u, self.W), tf.matmul(batch["x_train"], self.W)], 0)
         labels = tf.concat([batch["y_poison"], batch["y_train"]], 0)
         ce = losses.softmax_cross_entropy(labels, logits)
         return self.weight_decay() + tf.reduce_mean(ce)
 
-    def upper_loss(self, batch: dict) -> Any:
+    def upper_loss(self, batch: dict) -> tf.Tensor:
         """f: ``upper_sign`` x mean CE on the validation set."""
-        tf = self.tf
         ce = losses.softmax_cross_entropy(batch["y_val"], tf.matmul(batch["x_val"], self.W))
         return self.upper_sign * tf.reduce_mean(ce)
 
-    # -- plain training (the original's train_simple) --------------------------------------
+    def training_loss(self, batch: tuple) -> tf.Tensor:
+        """The original's ``train_simple`` loss on ``batch = (x, y)``: weight decay + mean
+        fused CE(softmax(x W), y)."""
+        x, y = batch
+        ce = tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=tf.matmul(x, self.W))
+        return self.weight_decay() + tf.reduce_mean(ce)
+
+    def bilevel_problem(self) -> BilevelProblem:
+        """min_u f(u, W*(u)), W*(u) = argmin_W g(u, W), the poisons clipped to [0, 1]
+        after every u-step (TF1's variable constraint)."""
+        return BilevelProblem(self.upper_loss, self.lower_loss, [self.u], [self.W],
+                              upper_bounds=(0.0, 1.0))
+
+    # -- plain training (the original's train_simple) ---------------------------------
     def reinitialize_classifier(self) -> None:
         """Fresh Glorot-uniform W (the original's ``global_variables_initializer``)."""
         self.W.assign(glorot_uniform(self.rng))
 
     def train_simple(self, x: np.ndarray, y: np.ndarray, steps: int, *, quiet: bool,
-                     chunk: int = 500, label: str = "train") -> float:
-        """``steps`` full-batch Adam(1e-3) steps on weight decay + mean CE(x, y) with a fresh
-        TF1-style Adam (epsilon 1e-8), as one compiled loop per chunk. Returns seconds."""
-        tf = self.tf
-        from penalty_tf.solvers import tf1_adam
-
-        optimizer = tf1_adam(TRAIN_SIMPLE_LR)
-        optimizer.build([self.W])
-        W = self.W
-
-        def loop(xb, yb, n):
-            def body(i):
-                with tf.GradientTape() as tape:
-                    ce = tf.nn.softmax_cross_entropy_with_logits(labels=yb, logits=tf.matmul(xb, W))
-                    loss = self.weight_decay() + tf.reduce_mean(ce)
-                optimizer.apply([tape.gradient(loss, W)], [W])
-                return (i + 1,)
-
-            tf.while_loop(lambda i: i < n, body, (tf.constant(0),))
-            return tf.constant(0)
-
-        fn = tf.function(loop, autograph=False, jit_compile=False)
-        xb, yb = tf.constant(x, tf.float32), tf.constant(one_hot(y))
+                     chunk: int = 500) -> float:
+        """``steps`` full-batch steps ``W <- Adam(W, grad_W training_loss)`` with a fresh
+        TF1-style Adam(1e-3), as compiled loops of ``chunk`` steps. Returns seconds."""
+        loop = optimizers.make_train_loop(self.training_loss, [self.W], optimizers.tf1_adam(TRAIN_SIMPLE_LR))
+        batch = (tf.constant(x, tf.float32), tf.constant(one_hot(y)))
         bar = experiment.progress(steps, quiet=quiet, unit_name="step")
         start = time.perf_counter()
-        done = 0
-        while done < steps:
+        for done in range(0, steps, chunk):
             n = min(chunk, steps - done)
-            fn(xb, yb, tf.constant(n))
-            done += n
-            bar.update(done)
+            loop(batch, tf.constant(n))
+            bar.update(done + n)
         return time.perf_counter() - start
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -210,28 +180,31 @@ class PoisoningProblem:
         return float(np.mean(self.predict(x) == np.asarray(y)))
 
 
-# --------------------------------------------------------------------------- solvers
+def make_solver(method: str, problem: PoisoningProblem, settings: Settings, *,
+                jit_compile: bool) -> Optional[solvers.BilevelSolver]:
+    """``solvers.make(method)`` on the attack's `BilevelProblem` with ``settings.solver``
+    (Penalty: the single-group schedule with nu_0 = 0); None for label flipping."""
+    if settings.solver is None:
+        return None
+    return solvers.make(method, problem.bilevel_problem(), settings.solver, jit_compile=jit_compile)
 
-def build_solver(method: str, problem: PoisoningProblem, settings: Settings, *, jit_compile: bool):
-    """Penalty or ApproxGrad on the poisoning problem with the original's settings.
 
-    Penalty: single-group schedule (lambda, eps x0.9, lrs x0.9 on convergence, nu_0 = 0).
-    Both: the poisons are clipped to [0, 1] after every u-step (TF1 variable constraint).
-    """
-    from penalty_tf.solvers import ApproxGrad, Penalty, PenaltySchedule
+# ---------------------------------------------------------------------- the protocol
 
-    s = settings
-    common = dict(upper_bounds=(0.0, 1.0), jit_compile=jit_compile)
-    if method == "penalty":
-        schedule = PenaltySchedule.single_group(rho0=s.rho0, lamb0=s.lamb0, eps0=s.eps0, nu0=s.nu0,
-                                                c_rho=s.c_rho, c_lamb=s.c_lamb, c_eps=s.c_eps)
-        return Penalty(problem.upper_loss, problem.lower_loss, [problem.u], [problem.W],
-                       upper_optimizer=s.lr_u, lower_optimizer=s.lr_v, schedule=schedule, **common)
-    if method == "approxgrad":
-        return ApproxGrad(problem.upper_loss, problem.lower_loss, [problem.u], [problem.W],
-                          upper_optimizer=s.lr_u, lower_optimizer=s.lr_v,
-                          linear_optimizer=s.lr_p, sig=s.sig, **common)
-    raise ValueError(f"no bilevel solver for method {method!r}")
+Metric = Callable[[PoisoningProblem], dict[str, float]]
+
+
+def train_clean(problem: PoisoningProblem, splits: Splits, settings: Settings, metric: Metric,
+                quiet: bool) -> dict[str, Any]:
+    """Step 1: train W on the clean points; the run's JSON state with the clean metrics."""
+    seconds = problem.train_simple(splits.x_train, splits.y_train, settings.retrain_steps, quiet=quiet)
+    clean = metric(problem)
+    train_accuracy = problem.accuracy(splits.x_train, splits.y_train)
+    if not quiet:
+        print(f"clean model: train accuracy {train_accuracy:.4f}; " +
+              ", ".join(f"{k} {v:.4f}" for k, v in clean.items()))
+    return {"clean": clean, "clean_train_accuracy": train_accuracy, "updates": 0, "final": {},
+            "timings": {"clean_training_s": seconds}}
 
 
 def _progress_with_current_values(total: int, quiet: bool, names: list[str]):
@@ -243,85 +216,92 @@ def _progress_with_current_values(total: int, quiet: bool, names: list[str]):
     return keras.utils.Progbar(total, unit_name="update", stateful_metrics=names)
 
 
-def run_bilevel(solver, problem: PoisoningProblem, method: str, settings: Settings, *,
-                quiet: bool, chunk: int = 100) -> dict[str, Any]:
-    """``settings.epochs`` bilevel updates on the full batch, ``chunk`` per graph call.
+def _next_stop(done: int, first: bool, limit: int, halvings: list[int], every: int) -> int:
+    """Where the next graph call ends: one update for the first call of a process (its
+    compilation is timed apart), else the next of ``limit``, a halving point, a multiple of
+    `CHUNK` and a checkpoint."""
+    if first:
+        return done + 1
+    return min([limit, done + CHUNK - done % CHUNK, done + every - done % every]
+               + [p for p in halvings if p > done])
 
-    ApproxGrad's lr halving happens between calls at the original's update counts
-    (`halving_points`), by assignment (no retracing). Returns timings and last outputs.
+
+def run_bilevel(solver: solvers.BilevelSolver, problem: PoisoningProblem, settings: Settings,
+                state: dict[str, Any], checkpoint: Any, options: runs.RunOptions, *,
+                linear_steps: dict[str, int]) -> bool:
+    """Step 2: bilevel updates ``state["updates"]`` .. ``settings.epochs`` on the full batch.
+
+    ApproxGrad's learning rates are halved before the update after each of
+    `halving_points`; the checkpoint is saved every ``options.checkpoint_every`` updates
+    and at the end. ``state`` is updated in place (updates, final outputs, timings).
+    Returns False when ``--stop-after`` ended the process first.
     """
-    counts = {"linear_steps": settings.linear_steps} if method == "approxgrad" else {}
-    halvings = halving_points(settings) if method == "approxgrad" else []
-    lr_u, lr_v = settings.lr_u, settings.lr_v
-    # Compile outside the timed loop (the TF1 original had no compile step): trace on a
-    # throw-away copy of the state would be costly; instead run the first update alone
-    # and time it separately.
-    start = time.perf_counter()
-    out = solver.steps(problem.batch, 1, settings.lower_steps, **counts)
-    first_s = time.perf_counter() - start
-    done = 1
-    bar = _progress_with_current_values(settings.epochs, quiet, ["f", "rho"])
-    bar.update(done)
-    start = time.perf_counter()
-    while done < settings.epochs:
-        stop = min([settings.epochs] + [p for p in halvings if p > done]
-                   + [done + chunk - done % chunk])
+    halvings = halving_points(settings)
+    done, timings = state["updates"], state["timings"]
+    limit = options.update_limit(done, settings.epochs)
+    bar = _progress_with_current_values(settings.epochs, options.quiet, ["f", "rho"])
+    first, loop_s, loop_updates = True, 0.0, 0
+    while done < limit:
         if done in halvings:
-            lr_u, lr_v = lr_u * 0.5, lr_v * 0.5
-            solver.set_learning_rates(upper=lr_u, lower=lr_v)
-        out = solver.steps(problem.batch, stop - done, settings.lower_steps, **counts)
-        done = stop
-        values = [("f", float(out["f"]))]
-        if "rho" in out:
-            values.append(("rho", float(out["rho"])))
-        bar.update(done, values=values)
-    loop_s = time.perf_counter() - start
-    last = {k: float(v) for k, v in out.items() if k not in ("status", "failed_iteration")}
-    per_update = loop_s / max(settings.epochs - 1, 1)
-    return {"first_update_s": first_s, "bilevel_s": first_s + loop_s,
-            "ms_per_update": 1000.0 * per_update, "final": last}
+            solver.scale_learning_rates(0.5)
+        stop = _next_stop(done, first, limit, halvings, options.checkpoint_every)
+        start = time.perf_counter()
+        out = solver.steps(problem.batch, stop - done, settings.lower_steps, **linear_steps)
+        elapsed = time.perf_counter() - start
+        if first:
+            timings["first_update_s"] = elapsed
+        else:
+            loop_s, loop_updates = loop_s + elapsed, loop_updates + stop - done
+        timings["bilevel_s"] = timings.get("bilevel_s", 0.0) + elapsed
+        timings["ms_per_update"] = 1000.0 * loop_s / max(loop_updates, 1)
+        first, done = False, stop
+        state.update(updates=done, final=runs.solver_outputs(out))
+        bar.update(done, values=[(k, state["final"][k]) for k in ("f", "rho") if k in state["final"]])
+        if done % options.checkpoint_every == 0 or done == settings.epochs:
+            checkpoint.save(**state)
+    return done == settings.epochs
 
 
-# ---------------------------------------------------------------------- the protocol
-
-def run_attack(splits: Splits, *, method: str, settings: Settings, upper_sign: float,
-               metric: Callable[[PoisoningProblem], dict[str, float]], seed: int, quiet: bool,
-               jit_compile: bool) -> dict[str, Any]:
-    """Clean training, the bilevel phase (or label flipping), retraining; the metrics.
-
-    ``metric(problem)`` evaluates the current classifier (e.g. test accuracy). For
-    ``method == "label-flip"`` the initial poisons of ``splits`` (validation points with
-    flipped labels) are added as they are: no bilevel phase.
-    """
-    rng = np.random.default_rng([seed, 1])
-    problem = PoisoningProblem(splits, upper_sign, rng)
-    timings = {}
-    clean_s = problem.train_simple(splits.x_train, splits.y_train, settings.retrain_steps, quiet=quiet)
-    clean = metric(problem)
-    timings["clean_training_s"] = clean_s
-    clean_train_acc = problem.accuracy(splits.x_train, splits.y_train)
-    if not quiet:
-        print(f"clean model: train accuracy {clean_train_acc:.4f}; " +
-              ", ".join(f"{k} {v:.4f}" for k, v in clean.items()))
-
-    info: dict[str, Any] = {}
-    if method == "label-flip":
-        x_poison, y_poison = splits.x_poison, splits.y_poison
-    else:
-        solver = build_solver(method, problem, settings, jit_compile=jit_compile)
-        info = run_bilevel(solver, problem, method, settings, quiet=quiet)
-        timings.update(bilevel_s=info.pop("bilevel_s"), first_update_s=info.pop("first_update_s"),
-                       ms_per_update=info.pop("ms_per_update"))
-        x_poison, y_poison = problem.u.numpy(), splits.y_poison
+def retrain_poisoned(problem: PoisoningProblem, splits: Splits, settings: Settings,
+                     state: dict[str, Any], metric: Metric, quiet: bool) -> dict[str, Any]:
+    """Step 3: re-initialise W, train it on the clean points plus the poisons (u); the
+    metrics of the clean and the poisoned classifier."""
+    x_poison, y_poison = problem.u.numpy(), splits.y_poison
     x_new = np.concatenate([splits.x_train, x_poison])
     y_new = np.concatenate([splits.y_train, y_poison])
     problem.reinitialize_classifier()
+    timings = dict(state["timings"])
     timings["retraining_s"] = problem.train_simple(x_new, y_new, settings.retrain_steps, quiet=quiet)
-    poisoned = metric(problem)
-    return {"clean": clean, "poisoned": poisoned, "timings": timings,
-            "x_poison": np.asarray(x_poison, np.float32), "y_poison": np.asarray(y_poison),
-            "bilevel": info, "clean_train_accuracy": clean_train_acc,
+    bilevel = {"final": state["final"]} if state["final"] else {}
+    return {"clean": state["clean"], "poisoned": metric(problem), "timings": timings,
+            "x_poison": x_poison, "y_poison": np.asarray(y_poison), "bilevel": bilevel,
+            "clean_train_accuracy": state["clean_train_accuracy"],
             "poisoned_train_accuracy": problem.accuracy(x_new, y_new)}
+
+
+def run_attack(splits: Splits, *, method: str, settings: Settings, upper_sign: float,
+               metric: Metric, seed: int, options: runs.RunOptions,
+               jit_compile: bool) -> Optional[dict[str, Any]]:
+    """Clean training, the bilevel phase (none for label flipping: the initial poisons of
+    ``splits``, validation points with flipped labels, are added as they are), retraining.
+
+    ``metric(problem)`` evaluates the current classifier (e.g. test accuracy). Resumes from
+    the checkpoint under ``--resume``; returns None when ``--stop-after`` ended the run.
+    """
+    problem = PoisoningProblem(splits, upper_sign, np.random.default_rng([seed, 1]))
+    solver = make_solver(method, problem, settings, jit_compile=jit_compile)
+    trackables = {"poisons": problem.u, "classifier": problem.W}
+    if solver is not None:
+        trackables["solver"] = solver
+    checkpoint, state = runs.open_checkpoint(options, {"classifier": problem.rng}, **trackables)
+    if state is None:
+        state = train_clean(problem, splits, settings, metric, options.quiet)
+        checkpoint.save(**state)
+    linear_steps = {"linear_steps": settings.linear_steps} if method == "approxgrad" else {}
+    if solver is not None and not run_bilevel(solver, problem, settings, state, checkpoint, options,
+                                              linear_steps=linear_steps):
+        return None
+    return retrain_poisoned(problem, splits, settings, state, metric, options.quiet)
 
 
 # ----------------------------------------------------------------------- outputs
@@ -348,30 +328,41 @@ def save_grid(path: Path, original: np.ndarray, poisoned: np.ndarray, labels_fro
     experiment.save_figure_atomic(fig, path, dpi=100, bbox_inches="tight")
 
 
-def add_attack_flags(parser: argparse.ArgumentParser, *, default_epochs: int) -> None:
-    """Flags shared by the two MNIST attacks (beyond `experiment.add_common_flags`)."""
-    parser.add_argument("--npoison", type=int, default=None,
-                        help="number of poisoned points, 10..60 = 1 %%..6 %% of the 1,000 clean "
-                             "points (the original's README 'line 15' / 'line 36'); default 60 "
-                             "(targeted ApproxGrad: 50, as its driver)")
-    parser.add_argument("--retrain-steps", type=int, default=10001,
-                        help="Adam steps of clean training and of retraining (full_epochs)")
-    parser.add_argument("--linear-steps", type=int, default=20,
-                        help="ApproxGrad: linear-system steps per update (niter2)")
+# ------------------------------------------------------------------------ the scripts
+
+def add_attack_flags(parser: argparse.ArgumentParser, *, methods: list[str]) -> None:
+    """The MNIST attacks' flags: the common ones (with ``--resume``), one per setting
+    (`poisoning.settings`), ``--xla`` and the checkpoint flags."""
+    experiment.add_common_flags(parser, methods=methods, default_method="penalty", epochs=5000,
+                                lower_steps=20, resume=True)
+    run_settings.add_flags(parser, Settings, tuple(methods))
     parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False,
                         help="compile the bilevel update with XLA (same maths; slower here: XLA's "
                              "CPU matmuls lose to Eigen's on these skinny products, see README)")
+    runs.add_run_flags(parser, checkpoint_every=500)
 
 
-def check_args(args: argparse.Namespace) -> None:
-    if args.npoison < 1:
-        raise experiment.ExperimentError(f"--npoison must be >= 1, got {args.npoison}")
-    if args.npoison > 1000:
-        raise experiment.ExperimentError(f"--npoison must be <= 1000, got {args.npoison}")
-    if args.retrain_steps < 1:
-        raise experiment.ExperimentError(f"--retrain-steps must be >= 1, got {args.retrain_steps}")
-    if args.linear_steps < 0:
-        raise experiment.ExperimentError(f"--linear-steps must be >= 0, got {args.linear_steps}")
+def check_settings(settings: Settings) -> None:
+    """`ExperimentError` for settings the attacks cannot run."""
+    if settings.npoison < 1:
+        raise experiment.ExperimentError(f"--npoison must be >= 1, got {settings.npoison}")
+    if settings.npoison > 1000:
+        raise experiment.ExperimentError(f"--npoison must be <= 1000, got {settings.npoison}")
+    if settings.retrain_steps < 1:
+        raise experiment.ExperimentError(f"--retrain-steps must be >= 1, got {settings.retrain_steps}")
+    if settings.linear_steps < 0:
+        raise experiment.ExperimentError(f"--linear-steps must be >= 0, got {settings.linear_steps}")
+
+
+def start_run(args: argparse.Namespace, name: str) -> tuple[Settings, runs.RunOptions, Path]:
+    """The settings of the run (written back into ``args``), its options and output
+    directory; seeds NumPy's global generator, which the splits use in the original's order."""
+    settings = run_settings.resolve(args, Settings, name)
+    check_settings(settings)
+    out = experiment.resolve_out_dir(args, name)
+    options = runs.RunOptions.from_args(args, out)
+    experiment.seed_everything(args.seed)
+    return settings, options, out
 
 
 def run_metrics(result: dict, splits) -> dict:
@@ -386,7 +377,7 @@ def run_metrics(result: dict, splits) -> dict:
 def write_outputs(out: Path, name: str, args: argparse.Namespace, splits: Splits,
                   result: dict[str, Any], metrics: dict[str, Any], wall: float,
                   grid_title: str) -> dict[str, Any]:
-    """poisons.npz, poisons.png and result.json of one run."""
+    """poisons.npz, poisons.png and result.json of one run; then the checkpoint goes."""
     experiment.save_npz_atomic(out / "poisons.npz", x_poison=result["x_poison"],
                                y_poison=result["y_poison"], x_initial=splits.x_poison,
                                y_source=splits.source_labels)
@@ -394,5 +385,7 @@ def write_outputs(out: Path, name: str, args: argparse.Namespace, splits: Splits
               result["y_poison"], title=grid_title)
     published = paper.published_dict(table="Table 5", experiment=name, method=args.method,
                                      npoison=args.npoison)
-    return experiment.write_result(out, experiment=name, method=args.method, config=vars(args),
-                                   metrics=metrics, published=published, wall_time_s=wall)
+    written = experiment.write_result(out, experiment=name, method=args.method, config=vars(args),
+                                      metrics=metrics, published=published, wall_time_s=wall)
+    runs.remove_checkpoint(runs.RunOptions.from_args(args, out))
+    return written

@@ -56,15 +56,6 @@ TRAIN, VAL, TEST = 1000, 4000, 5000
 SOURCE, TARGET = 8, 3   # test eights should be classified as 3
 
 
-def settings_for(args: argparse.Namespace) -> common.Settings:
-    shared = dict(epochs=args.epochs, lower_steps=args.lower_steps, retrain_steps=args.retrain_steps,
-                  npoison=args.npoison, linear_steps=args.linear_steps)
-    if args.method == "approxgrad":
-        return common.Settings(lr_u=1e-3, lr_v=1e-4, lr_p=1e-3, sig=1e-3, halve_every=1000,
-                               first_epoch=1, **shared)
-    return common.Settings(lr_u=0.1, lr_v=1e-4, rho0=10.0, lamb0=1.0, eps0=1.0, nu0=0.0, **shared)
-
-
 def balanced_subset(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
     """The original's ``get_balanced_set`` (NumPy's global generator, same call order)."""
     classes = len(np.unique(y))
@@ -133,10 +124,7 @@ def make_splits(mnist, npoison: int, method: str, flip: str = "eights") -> commo
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m poisoning.targeted",
                                      description=__doc__.split("\n\n")[0])
-    experiment.add_common_flags(parser, methods=["penalty", "approxgrad", "label-flip"],
-                                default_method="penalty", epochs=5001, lower_steps=20)
-    parser.set_defaults(epochs=None)
-    common.add_attack_flags(parser, default_epochs=5001)
+    common.add_attack_flags(parser, methods=["penalty", "approxgrad", "label-flip"])
     parser.add_argument("--flip", choices=["eights", "both"], default="eights",
                         help="label-flip only: 'eights' = the first n images of the attack's "
                              "(eights-only) validation set, labelled 3 (matches the paper's "
@@ -147,35 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    if args.npoison is None:
-        args.npoison = 50 if args.method == "approxgrad" else 60
-    if args.epochs is None:
-        args.epochs = 5000 if args.method == "approxgrad" else 5001
-    common.check_args(args)
-    if args.npoison % 2 and not (args.method == "label-flip" and args.flip == "eights"):
+    settings, options, out = common.start_run(args, NAME)
+    if settings.npoison % 2 and not (args.method == "label-flip" and args.flip == "eights"):
         raise experiment.ExperimentError(
             f"--npoison must be even for the targeted attack (n/2 threes and n/2 eights), "
-            f"got {args.npoison}")
-    out = experiment.resolve_out_dir(args, NAME)
-    experiment.seed_everything(args.seed)
+            f"got {settings.npoison}")
     from penalty_tf.datasets import load_mnist
 
     start = time.perf_counter()
-    mnist = load_mnist(args.data_dir)
-    splits = make_splits(mnist, args.npoison, args.method, args.flip)
+    splits = make_splits(load_mnist(args.data_dir), settings.npoison, args.method, args.flip)
 
     def metric(problem):
         return {"success_rate": 100.0 * problem.accuracy(splits.x_test, splits.y_test)}
 
-    result = common.run_attack(splits, method=args.method, settings=settings_for(args),
-                               upper_sign=1.0, metric=metric, seed=args.seed, quiet=args.quiet,
-                               jit_compile=args.xla)
+    result = common.run_attack(splits, method=args.method, settings=settings, upper_sign=1.0,
+                               metric=metric, seed=args.seed, options=options, jit_compile=args.xla)
+    if result is None:   # --stop-after (tests: a killed run)
+        return {}
     clean, poisoned = result["clean"]["success_rate"], result["poisoned"]["success_rate"]
     metrics = {"clean_success_rate": clean, "attack_success_rate": poisoned,
                "success_gain": poisoned - clean,
                **common.run_metrics(result, splits)}
     if not args.quiet:
-        print(f"targeted {args.method}, {args.npoison} poisons: test eights classified as 3: "
+        print(f"targeted {args.method}, {settings.npoison} poisons: test eights classified as 3: "
               f"{clean:.2f} % (clean) -> {poisoned:.2f} % (poisoned)")
     return common.write_outputs(out, NAME, args, splits, result, metrics,
                                 time.perf_counter() - start,

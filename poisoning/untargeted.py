@@ -49,15 +49,6 @@ NAME = "poisoning.untargeted"
 TRAIN, VAL, TEST = 1000, 1000, 8000
 
 
-def settings_for(args: argparse.Namespace) -> common.Settings:
-    shared = dict(epochs=args.epochs, lower_steps=args.lower_steps, retrain_steps=args.retrain_steps,
-                  npoison=args.npoison, linear_steps=args.linear_steps)
-    if args.method == "approxgrad":
-        return common.Settings(lr_u=1e-2, lr_v=1e-3, lr_p=1e-2, sig=1e-3, halve_every=1000,
-                               first_epoch=0, **shared)
-    return common.Settings(lr_u=0.1, lr_v=1e-3, rho0=10.0, lamb0=100.0, eps0=1.0, nu0=0.0, **shared)
-
-
 def wrong_labels(labels: np.ndarray) -> np.ndarray:
     """A uniformly drawn wrong label for each entry (the original's rejection sampling,
     one ``np.random.randint(0, 10)`` call per try, from NumPy's global generator)."""
@@ -92,37 +83,31 @@ def make_splits(mnist, npoison: int, method: str) -> common.Splits:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m poisoning.untargeted",
                                      description=__doc__.split("\n\n")[0])
-    experiment.add_common_flags(parser, methods=["penalty", "approxgrad", "label-flip"],
-                                default_method="penalty", epochs=5000, lower_steps=20)
-    common.add_attack_flags(parser, default_epochs=5000)
+    common.add_attack_flags(parser, methods=["penalty", "approxgrad", "label-flip"])
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    if args.npoison is None:
-        args.npoison = 60
-    common.check_args(args)
-    out = experiment.resolve_out_dir(args, NAME)
-    experiment.seed_everything(args.seed)
+    settings, options, out = common.start_run(args, NAME)
     from penalty_tf.datasets import load_mnist
 
     start = time.perf_counter()
-    mnist = load_mnist(args.data_dir)
-    splits = make_splits(mnist, args.npoison, args.method)
+    splits = make_splits(load_mnist(args.data_dir), settings.npoison, args.method)
 
     def metric(problem):
         return {"test_accuracy": 100.0 * problem.accuracy(splits.x_test, splits.y_test)}
 
-    result = common.run_attack(splits, method=args.method, settings=settings_for(args),
-                               upper_sign=-1.0, metric=metric, seed=args.seed, quiet=args.quiet,
-                               jit_compile=args.xla)
+    result = common.run_attack(splits, method=args.method, settings=settings, upper_sign=-1.0,
+                               metric=metric, seed=args.seed, options=options, jit_compile=args.xla)
+    if result is None:   # --stop-after (tests: a killed run)
+        return {}
     clean, poisoned = result["clean"]["test_accuracy"], result["poisoned"]["test_accuracy"]
     metrics = {"clean_test_accuracy": clean, "poisoned_test_accuracy": poisoned,
                "accuracy_drop": clean - poisoned,
                **common.run_metrics(result, splits)}
     if not args.quiet:
-        print(f"untargeted {args.method}, {args.npoison} poisons: test accuracy "
+        print(f"untargeted {args.method}, {settings.npoison} poisons: test accuracy "
               f"{clean:.2f} % (clean) -> {poisoned:.2f} % (poisoned)")
     return common.write_outputs(out, NAME, args, splits, result, metrics,
                                 time.perf_counter() - start,

@@ -1,4 +1,4 @@
-"""Dog-fish loaders, InceptionV3 features, the TF1-RMSProp helper and the clean-label attack
+"""Dog-fish loaders, InceptionV3 features, the TF1-RMSProp optimizer and the clean-label attack
 end to end on a generated dog-fish-format file (random-weight InceptionV3, 75 x 75 images)."""
 
 import json
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from penalty_tf.datasets import DataError, dogfish
+from penalty_tf.optimizers import TF1RMSProp
 from penalty_tf.paper.experiment import ExperimentError
 from poisoning import clean_label
 
@@ -48,7 +49,7 @@ def test_tf1_rmsprop_matches_a_hand_computed_update():
     import tensorflow as tf
 
     w = tf.Variable([1.0, -2.0])
-    opt = clean_label.TF1RMSProp([w], learning_rate=0.1)
+    opt = TF1RMSProp([w], learning_rate=0.1)
     opt.apply([tf.constant([0.5, 0.0])])
     # ms = 0.9 * 1 + 0.1 * 0.25 = 0.925 (accumulator starts at ONE); w -= 0.1 * 0.5 / sqrt(0.925 + 1e-10)
     np.testing.assert_allclose(opt.ms[0].numpy(), [0.925, 0.9], rtol=1e-6)
@@ -69,7 +70,7 @@ def test_tf1_rmsprop_epsilon_is_inside_the_root():
     import tensorflow as tf
 
     w = tf.Variable([0.0])
-    opt = clean_label.TF1RMSProp([w], learning_rate=1.0, decay=0.0, epsilon=1e-2)
+    opt = TF1RMSProp([w], learning_rate=1.0, decay=0.0, epsilon=1e-2)
     opt.apply([tf.constant([0.1])])      # ms = 0.01: step = 0.1 / sqrt(0.01 + 0.01)
     np.testing.assert_allclose(w.numpy(), [-0.1 / np.sqrt(0.02)], rtol=1e-6)
 
@@ -245,3 +246,26 @@ def test_clean_label_end_to_end(dogfish_run):
             lo, hi = (data.x_train.min() + 1) / 2, (data.x_train.max() + 1) / 2
             assert p.min() >= lo - 1e-6 and p.max() <= hi + 1e-6       # the projection
     assert (out / "triples.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_clean_label_kill_at_a_random_update_and_resume(dogfish_run, tmp_path):
+    # Subprocesses with deterministic kernels without oneDNN: InceptionV3's gradients are
+    # otherwise not reproducible bit for bit from one process to the next.
+    root = dogfish_run[0]
+    env = {"TF_DETERMINISTIC_OPS": "1", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    argv = ["--data-dir", str(root), "--weights", str(root / "inception_random.weights.h5"),
+            "--targets", "50", "--epochs", "4", "--lower-steps", "2", "--train-steps", "100",
+            "--lr-u", "0.05", "--quiet"]
+    # Uninterrupted, one graph call per target; the cut run checkpoints every 3 updates.
+    assert _run("poisoning.clean_label", argv + ["--out", str(tmp_path / "full")], env).returncode == 0
+    cut = argv + ["--out", str(tmp_path / "cut"), "--checkpoint-every", "3"]
+    stop = int(np.random.default_rng().integers(1, 12))   # 3 or 4 targets x 4 updates
+    proc = _run("poisoning.clean_label", cut + ["--stop-after", str(stop)], env)
+    assert proc.returncode == 0 and (tmp_path / "cut" / "checkpoint" / "run.json").is_file(), proc.stderr
+    assert _run("poisoning.clean_label", cut + ["--resume"], env).returncode == 0
+    full, resumed = (json.loads((tmp_path / d / "result.json").read_text())["metrics"] for d in ("full", "cut"))
+    full.pop("timings"), resumed.pop("timings")
+    assert resumed == full, f"stopped after {stop}"
+    with np.load(tmp_path / "full" / "triples.npz") as a, np.load(tmp_path / "cut" / "triples.npz") as b:
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poisoning import common, targeted, untargeted
+from poisoning import common, settings, targeted, untargeted
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,14 +82,37 @@ def test_targeted_splits_follow_the_original(mnist):
     assert not any(r.tobytes() in train_rows for r in both.x_poison)
 
 
+def _settings(script, argv):
+    args = script.build_parser().parse_args(argv)
+    return settings.resolve(args, settings.Settings, script.NAME), args
+
+
 def test_approxgrad_halving_points_match_the_drivers():
-    base = dict(lr_u=1e-2, lr_v=1e-3, epochs=5000, lower_steps=20, halve_every=1000)
     # untargeted: epochs 0..4999, halved after epoch 1000 -> after the 1001st update.
-    assert common.halving_points(common.Settings(first_epoch=0, **base)) == [1001, 2001, 3001, 4001]
+    untargeted_ag, _ = _settings(untargeted, ["--method", "approxgrad"])
+    assert common.halving_points(untargeted_ag) == [1001, 2001, 3001, 4001]
     # targeted: epochs 1..4999 counted from 1 (its 5,000-update default is ours).
-    assert common.halving_points(common.Settings(first_epoch=1, **base)) == [1000, 2000, 3000, 4000]
-    assert common.halving_points(common.Settings(lr_u=0.1, lr_v=1e-3, epochs=5000,
-                                                 lower_steps=20)) == []
+    targeted_ag, _ = _settings(targeted, ["--method", "approxgrad"])
+    assert common.halving_points(targeted_ag) == [1000, 2000, 3000, 4000]
+    assert common.halving_points(_settings(untargeted, [])[0]) == []
+
+
+def test_settings_are_the_originals_per_method_and_flags_override_them():
+    from penalty_tf.paper.experiment import ExperimentError
+    from penalty_tf.solvers import ApproxGradConfig, PenaltyConfig
+
+    s, args = _settings(targeted, ["--method", "approxgrad"])
+    assert s.solver == ApproxGradConfig(lr_u=1e-3, lr_v=1e-4, lr_p=1e-3, sig=1e-3)
+    assert (s.npoison, s.epochs, s.lower_steps, s.linear_steps) == (50, 5000, 20, 20)
+    assert (args.npoison, args.epochs, args.lr_p) == (50, 5000, 1e-3)   # recorded in config
+    s, _ = _settings(targeted, [])
+    assert s.solver == PenaltyConfig(lr_u=0.1, lr_v=1e-4, rho0=10.0, lamb0=1.0, eps0=1.0, nu0=0.0)
+    assert (s.npoison, s.epochs, s.retrain_steps) == (60, 5001, 10001)
+    s, _ = _settings(untargeted, ["--rho0", "3", "--npoison", "10", "--epochs", "7"])
+    assert (s.solver.rho0, s.solver.lamb0, s.npoison, s.epochs) == (3.0, 100.0, 10, 7)
+    assert _settings(untargeted, ["--method", "label-flip"])[0].solver is None
+    with pytest.raises(ExperimentError, match="--lr-p is a setting of approxgrad"):
+        _settings(untargeted, ["--lr-p", "0.1"])
 
 
 def test_losses_match_the_original_formulas(mnist):
@@ -212,6 +235,55 @@ def test_approxgrad_runs_with_its_defaults(shared_data_dir, tmp_path):
     # three Adam u-steps (lr_u 1e-3) moved the poisons by about 3e-3, inside the box
     assert 1e-3 < np.abs(poisons - initial).max() <= 3.1e-3
     assert poisons.min() >= 0.0 and poisons.max() <= 1.0
+
+
+# ---------------------------------------------------------------- kill and resume
+
+def _metrics_without_timings(result):
+    return {k: v for k, v in result["metrics"].items() if k != "timings"}
+
+
+def _kill_and_resume(script, argv, out, stop_after):
+    """The run stopped (as if killed) after ``stop_after`` bilevel updates, then resumed."""
+    assert script.main(argv + ["--out", str(out), "--stop-after", str(stop_after)]) == {}
+    assert (out / "checkpoint" / "run.json").is_file() and not (out / "result.json").exists()
+    resumed = script.main(argv + ["--out", str(out), "--resume"])
+    assert not (out / "checkpoint").exists()          # removed once result.json is written
+    return resumed
+
+
+@pytest.mark.parametrize("script,method", [(untargeted, "penalty"), (targeted, "penalty")])
+def test_penalty_kill_at_a_random_update_and_resume(script, method, shared_data_dir, tmp_path):
+    argv = ["--method", method, "--npoison", "10", "--epochs", "23", "--lower-steps", "2",
+            "--retrain-steps", "30", "--checkpoint-every", "5", "--quiet",
+            "--data-dir", str(shared_data_dir)]
+    full = script.main(argv + ["--out", str(tmp_path / "full")])
+    stop = int(np.random.default_rng().integers(1, 23))   # a random point of the bilevel phase
+    resumed = _kill_and_resume(script, argv, tmp_path / "cut", stop)
+    assert _metrics_without_timings(resumed) == _metrics_without_timings(full), f"stopped after {stop}"
+    with np.load(tmp_path / "full" / "poisons.npz") as a, np.load(tmp_path / "cut" / "poisons.npz") as b:
+        np.testing.assert_array_equal(a["x_poison"], b["x_poison"])
+
+
+def test_approxgrad_resume_across_the_lr_halving(shared_data_dir, tmp_path):
+    # Untargeted ApproxGrad halves after update 1001; checkpoints at 167 k, so the one at
+    # 1002 holds the halved rates, and a stop after 1003 resumes from it (no second halving).
+    argv = ["--method", "approxgrad", "--npoison", "10", "--epochs", "1004", "--lower-steps", "1",
+            "--linear-steps", "1", "--retrain-steps", "20", "--checkpoint-every", "167", "--quiet",
+            "--data-dir", str(shared_data_dir)]
+    full = untargeted.main(argv + ["--out", str(tmp_path / "full")])
+    resumed = _kill_and_resume(untargeted, argv, tmp_path / "cut", 1003)
+    assert _metrics_without_timings(resumed) == _metrics_without_timings(full)
+
+
+def test_resume_refuses_other_settings(shared_data_dir, tmp_path):
+    from penalty_tf.paper.experiment import ExperimentError
+
+    argv = ["--npoison", "10", "--epochs", "6", "--lower-steps", "1", "--retrain-steps", "10",
+            "--checkpoint-every", "2", "--quiet", "--data-dir", str(shared_data_dir), "--out", str(tmp_path)]
+    assert untargeted.main(argv + ["--stop-after", "3"]) == {}
+    with pytest.raises(ExperimentError, match="other settings.*npoison"):
+        untargeted.main(argv + ["--resume", "--npoison", "12"])
 
 
 # ----------------------------------------------------------------------- bad input
