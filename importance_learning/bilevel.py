@@ -18,14 +18,14 @@ The classifier is always called with ``training=False`` (dropout inactive, §0.2
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from penalty_tf import losses
-from penalty_tf.solvers import ApproxGrad, Penalty, PenaltySchedule, tf1_adam
+from penalty_tf import losses, optimizers
+from penalty_tf.problem import BilevelProblem
 
 
 def cross_entropy(model: keras.Model, x: tf.Tensor, y: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -62,20 +62,15 @@ class Classifier:
                for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
-    def make_train_step(self, optimizer: keras.optimizers.Optimizer) -> Callable:
-        """A compiled ``step(x, y) -> loss`` doing one optimizer step on the mean CE."""
-        variables = self.model.trainable_variables
-        optimizer.build(variables)
-        model, training = self.model, self.training
+    def mean_loss(self, batch: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        """The mean CE of the model on ``batch = (x, y)``."""
+        x, y = batch
+        return tf.reduce_mean(cross_entropy(self.model, x, y, self.training))
 
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(cross_entropy(model, x, y, training))
-            grads = tape.gradient(loss, variables)
-            optimizer.apply(grads, variables)
-            return loss
-
-        return tf.function(step, jit_compile=self.jit_compile)
+    def train_step(self, optimizer: keras.optimizers.Optimizer) -> Callable:
+        """A compiled ``step((x, y)) -> loss``: one ``optimizer`` step on the mean CE."""
+        return optimizers.make_train_step(self.mean_loss, self.model.trainable_variables, optimizer,
+                                          jit_compile=self.jit_compile)
 
     def train_simple(self, x: np.ndarray, y: np.ndarray, epochs: int, lr: float,
                      rng: np.random.Generator, *, batch_size: int = 200, rounding: str = "floor",
@@ -84,30 +79,32 @@ class Classifier:
         and minibatches in order (floor: partial last batch dropped; ceil: included).
         Returns the last minibatch loss."""
         from importance_learning.core import num_batches
+        from penalty_tf.paper.experiment import ExperimentError
 
-        step = self.make_train_step(tf1_adam(lr))
         nb = num_batches(len(x), batch_size, rounding)
-        loss = float("nan")
-        for epoch in range(epochs):
+
+        def epoch() -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
             order = rng.permutation(len(x))
             for b in range(nb):
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                loss = step(tf.constant(x[idx], tf.float32), tf.constant(y[idx], tf.int32))
-            if progress is not None:
-                progress(epoch + 1)
-        loss = float(loss)
-        if epochs > 0 and nb > 0 and not np.isfinite(loss):
-            from penalty_tf.paper.experiment import ExperimentError
-            raise ExperimentError(f"plain training diverged (loss {loss}); lower the learning rate")
-        return loss
+                yield tf.constant(x[idx], tf.float32), tf.constant(y[idx], tf.int32)
+
+        step = self.train_step(optimizers.tf1_adam(lr))
+        try:
+            return optimizers.fit(step, (epoch() for _ in range(epochs)), progress)
+        except optimizers.TrainingDiverged as error:
+            raise ExperimentError(str(error)) from None
 
 
-def build_solver(method: str, model: keras.Model, slot: tf.Variable, settings: dict[str, Any],
-                 jit_compile: bool = False):
-    """The bilevel solver over (u = slot, v = model weights). ``batch`` = (x_train, y_train,
-    x_val, y_val) minibatch tensors."""
-    training = bool(settings.get("bn_training", False))
-    decay = float(settings.get("weight_decay") or 0.0)
+def importance_problem(model: keras.Model, slot: tf.Variable, *, training: bool = False,
+                       weight_decay: float = 0.0) -> BilevelProblem:
+    """The bilevel problem over (u = slot, v = model weights) on batches
+    ``(x_train, y_train, x_val, y_val)``:
+
+        f = mean CE on the validation minibatch,
+        g = sum a_i CE_i / sum a_i on the training minibatch (+ wd/2 sum ||W||^2 over the
+            kernels when ``weight_decay`` > 0).
+    """
     kernels = [w for w in model.trainable_variables if len(w.shape) > 1]
 
     def upper_loss(batch):
@@ -117,39 +114,16 @@ def build_solver(method: str, model: keras.Model, slot: tf.Variable, settings: d
     def lower_loss(batch):
         xt, yt, _, _ = batch
         g = importance_weighted_loss(model, slot, xt, yt, training)
-        if decay:
-            g = g + 0.5 * decay * tf.add_n([tf.reduce_sum(tf.square(w)) for w in kernels])
+        if weight_decay:
+            g = g + 0.5 * weight_decay * tf.add_n([tf.reduce_sum(tf.square(w)) for w in kernels])
         return g
 
-    v = model.trainable_variables
-    lower_opt = settings["lr_v"]
-    if settings.get("lower_optimizer", "adam") == "sgd":
-        lower_opt = keras.optimizers.SGD(settings["lr_v"], momentum=0.9)
-    if method == "penalty":
-        schedule = PenaltySchedule.single_group(
-            rho0=settings["rho0"], lamb0=settings["lamb0"], eps0=settings["eps0"],
-            nu0=settings["nu0"], c_rho=settings["c_rho"], c_lamb=settings["c_lamb"],
-            c_eps=settings["c_eps"])
-        return Penalty(upper_loss, lower_loss, [slot], v, upper_optimizer=settings["lr_u"],
-                       lower_optimizer=lower_opt, schedule=schedule,
-                       jit_compile=jit_compile)
-    if method == "approxgrad":
-        return ApproxGrad(upper_loss, lower_loss, [slot], v, upper_optimizer=settings["lr_u"],
-                          lower_optimizer=lower_opt, linear_optimizer=settings["lr_p"],
-                          sig=settings["sig"], jit_compile=jit_compile)
-    raise ValueError(f"unknown bilevel method {method!r}")
+    return BilevelProblem(upper_loss, lower_loss, [slot], model.trainable_variables)
 
 
-def solver_variables(solver) -> list[tf.Variable]:
-    """Every variable of the solver's state that a checkpoint must hold: optimizer moments,
-    step counters and learning rates of all levels, Penalty's rho, lambda, eps, nu, and
-    ApproxGrad's p (the linear level's variables)."""
-    out: list[tf.Variable] = []
-    for level in solver.levels():
-        for opt in level.optimizers:
-            out += list(opt.variables)
-    if isinstance(solver, Penalty):
-        out += [solver.rho, solver.lamb, solver.eps] + list(solver.nu)
-    if isinstance(solver, ApproxGrad):
-        out += list(solver.linear.variables)
-    return out
+def lower_optimizer_option(name: str, lr_v: float) -> dict[str, Any]:
+    """The ``solvers.make`` option for the lower optimizer ``name``: ``"adam"`` is the
+    solver's own (TF1 Adam at the config's lr_v), ``"sgd"`` SGD with momentum 0.9 at lr_v."""
+    if name == "sgd":
+        return {"lower_optimizer": keras.optimizers.SGD(lr_v, momentum=0.9)}
+    return {}

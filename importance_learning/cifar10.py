@@ -24,39 +24,35 @@ Adam(1e-3).
 
 from __future__ import annotations
 
+import dataclasses
+
 from importance_learning import driver
+from importance_learning.settings import Settings, setting
 from penalty_tf.paper import experiment
 
 
-def _flags(parser):
-    parser.add_argument("--val-size", type=int, default=10000,
-                        help="validation = the last N official training images (default: %(default)s)")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CifarSettings(Settings):
+    """`Settings` plus the size of the validation set."""
+
+    val_size: int = setting("validation = the last N official training images (default: 10000)", int)
 
 
-def load(args) -> driver.Split:
+def load(s: CifarSettings) -> driver.Split:
     from penalty_tf.datasets.cifar10 import load_cifar10
 
-    d = load_cifar10(args.data_dir)
-    if not 0 < args.val_size < len(d.x_train):
+    d = load_cifar10(s.data_dir)
+    if not 0 < s.val_size < len(d.x_train):
         raise experiment.ExperimentError(f"--val-size must be in 1..{len(d.x_train) - 1}")
     x = d.x_train.astype("float32") / 255.0
-    cut = len(x) - args.val_size
+    cut = len(x) - s.val_size
     return driver.Split(x[:cut], d.y_train[:cut], x[cut:], d.y_train[cut:],
                         d.x_test.astype("float32") / 255.0, d.y_test)
 
 
 SPEC = driver.DatasetSpec(
-    experiment="importance_learning.cifar10", model="cifar10_cnn", load=load, augment=driver.augment_batch,
-    description=__doc__, extra_flags=_flags,
-    defaults={
-        "penalty": dict(noise=0.25, lr_u=3.0, lr_v=1e-4, epochs=200, lower_steps=20, nu0=1e-4,
-                        pretrain_epochs=101, pretrain_lr=1e-4, init_low=0.2, init_high=0.8,
-                        train_rounding="floor", eval_rounding="floor"),
-        "approxgrad": dict(noise=0.25, lr_u=1.0, lr_v=1e-5, lr_p=1e-4, sig=1e-3, epochs=201,
-                           lower_steps=1, halve_every=20, pretrain_epochs=101,
-                           pretrain_lr=1e-3, init_low=0.2, init_high=0.8, train_rounding="ceil",
-                           eval_rounding="ceil"),
-    })
+    experiment="importance_learning.cifar10", model="cifar10_cnn", load=load, settings=CifarSettings,
+    augment=driver.augment_batch, description=__doc__)
 
 
 def main(argv=None):

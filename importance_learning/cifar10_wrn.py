@@ -33,33 +33,36 @@ own denoising settings (docs/original.md §3.3) for the bilevel part. Every choi
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from importance_learning import driver
+from importance_learning.settings import Settings, setting
 from penalty_tf.paper import experiment
 
 
-def _flags(parser):
-    parser.add_argument("--depth", type=int, default=28, help="WRN depth 6n + 4 (default: %(default)s)")
-    parser.add_argument("--width", type=int, default=10, help="WRN widening factor (default: %(default)s)")
-    parser.add_argument("--val-per-class", type=int, default=100, help="clean validation images per class")
-    parser.add_argument("--lower-optimizer", choices=["sgd", "adam"], default="sgd",
-                        help="lower-level optimizer: SGD momentum 0.9 (Ren et al.) or TF1 Adam")
-    parser.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay in g")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WRNSettings(Settings):
+    """`Settings` plus the network's size and the validation set's."""
+
+    depth: int = setting("WRN depth 6n + 4 (default: 28)", int)
+    width: int = setting("WRN widening factor (default: 10)", int)
+    val_per_class: int = setting("clean validation images per class (default: 100)", int)
 
 
-def load(args) -> driver.Split:
+def load(s: WRNSettings) -> driver.Split:
     from penalty_tf.datasets.cifar10 import load_cifar10
 
-    d = load_cifar10(args.data_dir)
-    rng = np.random.default_rng([args.seed, 7])
+    d = load_cifar10(s.data_dir)
+    rng = np.random.default_rng([s.seed, 7])
     val = []
     for c in range(10):
         members = np.flatnonzero(d.y_train == c)
-        if len(members) < args.val_per_class:
+        if len(members) < s.val_per_class:
             raise experiment.ExperimentError(f"class {c} has {len(members)} training images, fewer than "
-                                             f"--val-per-class {args.val_per_class}")
-        val.append(rng.choice(members, args.val_per_class, replace=False))
+                                             f"--val-per-class {s.val_per_class}")
+        val.append(rng.choice(members, s.val_per_class, replace=False))
     val = np.concatenate(val)
     rest = rng.permutation(np.setdiff1d(np.arange(len(d.y_train)), val))
     x = d.x_train.astype("float32") / 255.0
@@ -81,22 +84,19 @@ def crop_flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def model_fn(args):
+def model_fn(s: WRNSettings):
     from penalty_tf.models.classifiers import wide_resnet
 
     try:
-        return wide_resnet(args.depth, args.width)
+        return wide_resnet(s.depth, s.width)
     except ValueError as error:
         raise experiment.ExperimentError(str(error)) from None
 
 
 SPEC = driver.DatasetSpec(
-    experiment="importance_learning.cifar10_wrn", model="wide_resnet", load=load, augment=crop_flip,
-    augment_val=False, model_fn=model_fn, bn_training=True, methods=("penalty",), description=__doc__,
-    extra_flags=_flags,
-    defaults={"penalty": dict(noise=0.36, batch_size=100, lr_u=3.0, lr_v=0.1, epochs=40, lower_steps=1,
-                              nu0=1e-4, pretrain_epochs=0, pretrain_lr=1e-3, init_low=0.5, init_high=0.5,
-                              train_rounding="floor", eval_rounding="floor")})
+    experiment="importance_learning.cifar10_wrn", model="wide_resnet", load=load, settings=WRNSettings,
+    augment=crop_flip, augment_val=False, model_fn=model_fn, bn_training=True, methods=("penalty",),
+    description=__doc__)
 
 
 def main(argv=None):

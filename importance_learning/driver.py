@@ -11,14 +11,16 @@ Pipeline (docs/original.md §3.0), identical for all datasets, as in the origina
    ``--pretrain-lr``); its test accuracy is the run's "Val-only" number;
 3. initialise importances: a = ``--init-high`` where the pretrained model agrees with the
    noisy label, ``--init-low`` elsewhere (the network is *not* reset);
-4. ``--epochs`` epochs: shuffle, minibatches of ``--batch-size`` training points, each with
-   ``--batch-size`` validation points drawn without replacement; one Penalty / ApproxGrad
-   upper-level iteration per minibatch through the length-batch_size importance slot
-   (`importance_learning.bilevel`); CIFAR10 augments both minibatches; ApproxGrad halves
-   lr_u and lr_v after every ``--halve-every``-th epoch; then renormalise the importances;
+4. ``--epochs`` epochs through the library loop (`penalty_tf.training.run`): shuffle,
+   minibatches of ``--batch-size`` training points, each with ``--batch-size`` validation
+   points drawn without replacement; one Penalty / ApproxGrad upper-level iteration per
+   minibatch through the length-batch_size importance slot (`importance_learning.bilevel`);
+   CIFAR10 augments both minibatches; ApproxGrad halves lr_u and lr_v after every
+   ``--halve-every``-th epoch; then renormalise the importances;
 5. per epoch: accuracies (original formula and exact), the last minibatch's loss terms and
    penalty state, importance statistics and clean-vs-corrupted separation, wall time; a
-   checkpoint (``checkpoint.npz``) of everything needed to continue (``--resume``);
+   checkpoint (`penalty_tf.checkpoints.RunCheckpoint` in ``--out/checkpoint``) of everything
+   needed to continue (``--resume``);
 6. ``mnist_small`` only: select points with a > ``--select-threshold``, re-initialise the
    classifier and retrain it on them plus the validation set; its test accuracy is the
    number compared with Franceschi et al.
@@ -39,21 +41,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
 
+import keras
 import numpy as np
 
 from importance_learning import core
+from importance_learning.settings import BASELINES, BILEVEL_METHODS, Settings, add_flags, from_args
 from penalty_tf.paper import experiment, published as paper
 
-BILEVEL_METHODS = ("penalty", "approxgrad")
-BASELINES = ("oracle", "val-only", "train-val")
-CHECKPOINT = "checkpoint.npz"
+CHECKPOINT = "checkpoint"
+ACCURACY_KEYS = tuple(f"{name}_accuracy{exact}" for name in ("test", "train", "val") for exact in ("", "_exact"))
 
 
 class Split(NamedTuple):
@@ -71,148 +73,58 @@ class Split(NamedTuple):
 class DatasetSpec:
     """What differs between the datasets' scripts (the original's per-script constants).
 
-    ``defaults[method]`` holds the original's hyperparameters for that method (flags
-    default to them); ``load(args)`` returns the `Split` before noise.
+    ``load(settings)`` returns the `Split` before noise; ``settings`` is the script's
+    `Settings` class (a subclass adds the script's own flags); ``retrain(settings, clf,
+    split, a, corrupt) -> metrics`` is run after the bilevel phase (mnist_small). The
+    original's hyperparameters per method are in `penalty_tf.paper.defaults.importance`.
     """
 
     experiment: str
     model: str
-    load: Callable[[argparse.Namespace], Split]
-    defaults: dict[str, dict[str, Any]]
+    load: Callable[[Settings], Split]
     methods: tuple = BILEVEL_METHODS
+    settings: type = Settings
     augment: Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]] = None
     augment_val: bool = True
-    model_fn: Optional[Callable[[argparse.Namespace], Any]] = None
+    model_fn: Optional[Callable[[Settings], Any]] = None
     bn_training: bool = False
-    retrain: bool = False
+    retrain: Optional[Callable[..., dict[str, Any]]] = None
     description: str = ""
-    extra_flags: Optional[Callable[[argparse.ArgumentParser], None]] = None
-
-
-# Hyperparameter flags: name -> (type, help). Defaults come from DatasetSpec.defaults.
-HYPER = {
-    "noise": (float, "label-noise fraction: the first int(noise N) training labels are corrupted"),
-    "batch_size": (int, "training and validation minibatch size"),
-    "lr_u": (float, "Adam learning rate of the importance logits (upper level)"),
-    "lr_v": (float, "Adam learning rate of the classifier (lower level)"),
-    "lr_p": (float, "ApproxGrad: Adam learning rate of the linear-system vector p"),
-    "sig": (float, "ApproxGrad: sigma of the linear system"),
-    "linear_steps": (int, "ApproxGrad: linear-system steps per upper iteration (niter2; default: = --lower-steps, as the original)"),
-    "rho0": (float, "Penalty: initial rho"),
-    "lamb0": (float, "Penalty: initial lambda"),
-    "eps0": (float, "Penalty: initial tolerance eps"),
-    "nu0": (float, "Penalty: initial value of every multiplier entry"),
-    "c_rho": (float, "Penalty: rho factor on convergence"),
-    "c_lamb": (float, "Penalty: lambda factor on convergence"),
-    "c_eps": (float, "Penalty: eps factor on convergence"),
-    "pretrain_epochs": (int, "epochs of pre-training on the validation set"),
-    "pretrain_lr": (float, "Adam learning rate of pre-training (and of the baselines)"),
-    "init_low": (float, "initial importance where the pretrained model disagrees with the label"),
-    "init_high": (float, "initial importance where it agrees"),
-    "halve_every": (int, "ApproxGrad: halve lr_u and lr_v after every k-th epoch (0: never)"),
-    "first_epoch": (int, "index of the first epoch (the original's loops start at 0 or 1; "
-                         "matters for the halving schedule)"),
-    "train_rounding": (str, "floor|ceil: minibatches per epoch of plain training"),
-    "eval_rounding": (str, "floor|ceil: batches in the original accuracy formula"),
-    "retrain_epochs": (int, "mnist_small: epochs of retraining on the selected points + validation"),
-    "retrain_lr": (float, "mnist_small: Adam learning rate of the retraining"),
-    "select_threshold": (float, "mnist_small: importance above which a training point is selected"),
-}
-
-COMMON_DEFAULTS = dict(batch_size=200, c_rho=1.1, c_lamb=0.9, c_eps=0.9, sig=1e-3,
-                       halve_every=0, first_epoch=0, lr_p=0.0, linear_steps=0,
-                       rho0=1e-2, lamb0=1e-2, eps0=1e-2, nu0=0.0,
-                       retrain_epochs=0, retrain_lr=1e-4, select_threshold=0.9)
 
 
 def build_parser(spec: DatasetSpec) -> argparse.ArgumentParser:
+    """The script's flags: the common ones and one per field of ``spec.settings`` and of the
+    solver configs; all default to the original's values for ``--method``."""
     parser = argparse.ArgumentParser(prog=f"python -m {spec.experiment}", description=spec.description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     experiment.add_common_flags(parser, methods=list(spec.methods) + list(BASELINES),
                                 default_method=spec.methods[0], epochs=1, lower_steps=1, resume=True)
-    # --epochs and --lower-steps default to the method's original values (None = that default).
     for action in parser._actions:
         if action.dest in ("epochs", "lower_steps"):
             action.default = None
             action.help = (action.help or "").split(" (default")[0] + " (default: the original's, per method)"
-    hyper = parser.add_argument_group("hyperparameters (default: the original's value for --method)")
-    for name, (kind, text) in HYPER.items():
-        if name in ("retrain_epochs", "retrain_lr", "select_threshold") and not spec.retrain:
-            continue
-        hyper.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
-    parser.add_argument("--train-size", type=int, default=None,
-                        help="use only the first N training points (reduced budgets; noise is then "
-                             "on the first int(noise N) of them)")
-    parser.add_argument("--test-size", type=int, default=None,
-                        help="evaluate on the first N test points only (tiny CI runs)")
-    parser.add_argument("--xla", action="store_true", help="compile the solver step with XLA")
-    if spec.extra_flags is not None:
-        spec.extra_flags(parser)
-    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    add_flags(parser, spec.settings)
     return parser
-
-
-def resolve_settings(spec: DatasetSpec, args: argparse.Namespace) -> dict[str, Any]:
-    """Fill every unset flag with the original's value for the method (baselines use the
-    Penalty defaults, i.e. the paper's main settings)."""
-    method = args.method
-    base = spec.defaults["penalty" if method in BASELINES else method]
-    defaults = {**COMMON_DEFAULTS, **base}
-    for name in list(HYPER) + ["epochs", "lower_steps"]:
-        if not hasattr(args, name):
-            continue
-        if getattr(args, name) is None:
-            setattr(args, name, defaults.get(name))
-    if method in BASELINES and args.lower_steps is None:
-        args.lower_steps = 0
-    if args.method == "approxgrad" and not args.linear_steps:
-        args.linear_steps = args.lower_steps
-    _validate(args)
-    return vars(args)
-
-
-def _validate(args: argparse.Namespace) -> None:
-    err = experiment.ExperimentError
-    if not 0.0 <= args.noise <= 1.0:
-        raise err(f"--noise must be in [0, 1], got {args.noise}")
-    if args.batch_size < 1:
-        raise err("--batch-size must be >= 1")
-    for name in ("train_rounding", "eval_rounding"):
-        if getattr(args, name) not in ("floor", "ceil"):
-            raise err(f"--{name.replace('_', '-')} must be floor or ceil")
-    if not 0.0 < args.init_low < 1.0 or not 0.0 < args.init_high < 1.0:
-        raise err("--init-low and --init-high must be in (0, 1)")
-    for name in ("pretrain_epochs", "halve_every"):
-        if getattr(args, name) < 0:
-            raise err(f"--{name.replace('_', '-')} must be >= 0")
-    for name in ("lr_u", "lr_v", "pretrain_lr"):
-        value = getattr(args, name)
-        if not (math.isfinite(value) and value > 0):
-            raise err(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-    if args.train_size is not None and args.train_size < args.batch_size:
-        raise err(f"--train-size must be >= --batch-size ({args.batch_size})")
-    if args.test_size is not None and args.test_size < 1:
-        raise err("--test-size must be >= 1")
 
 
 # --------------------------------------------------------------------------- data
 
 
-def prepare_data(spec: DatasetSpec, args: argparse.Namespace):
+def prepare_data(spec: DatasetSpec, s: Settings):
     """The split with noisy training labels; returns (split, clean_train_labels, corrupt)."""
-    split = spec.load(args)
-    if args.train_size is not None:
-        if args.train_size > len(split.x_train):
+    split = spec.load(s)
+    if s.train_size is not None:
+        if s.train_size > len(split.x_train):
             raise experiment.ExperimentError(
-                f"--train-size {args.train_size} exceeds the {len(split.x_train)} training points")
-        split = split._replace(x_train=split.x_train[:args.train_size], y_train=split.y_train[:args.train_size])
-    if args.test_size is not None:
-        split = split._replace(x_test=split.x_test[:args.test_size], y_test=split.y_test[:args.test_size])
-    if len(split.x_val) < args.batch_size and args.method in BILEVEL_METHODS:
+                f"--train-size {s.train_size} exceeds the {len(split.x_train)} training points")
+        split = split._replace(x_train=split.x_train[:s.train_size], y_train=split.y_train[:s.train_size])
+    if s.test_size is not None:
+        split = split._replace(x_test=split.x_test[:s.test_size], y_test=split.y_test[:s.test_size])
+    if len(split.x_val) < s.batch_size and s.bilevel:
         raise experiment.ExperimentError(
-            f"the validation set has {len(split.x_val)} points, fewer than --batch-size {args.batch_size}")
-    noise_rng = np.random.default_rng([args.seed, 1])
-    noisy, corrupt = core.inject_noise(split.y_train, args.noise, noise_rng)
+            f"the validation set has {len(split.x_val)} points, fewer than --batch-size {s.batch_size}")
+    noise_rng = np.random.default_rng([s.seed, 1])
+    noisy, corrupt = core.inject_noise(split.y_train, s.noise, noise_rng)
     return split._replace(y_train=noisy), split.y_train, corrupt
 
 
@@ -251,262 +163,322 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-# ------------------------------------------------------------------------ checkpoints
-
-
-def save_checkpoint(out: Path, *, epoch: int, z: np.ndarray, model, slot, solver, rng,
-                    state: dict[str, Any]) -> None:
-    """Everything needed to continue after ``epoch``: model weights, importance logits and
-    slot, solver state (optimizer moments/step counters/learning rates, rho, lambda, eps, nu
-    or ApproxGrad's p), the NumPy RNG state and the history. Atomic (temp file + rename)."""
-    from importance_learning.bilevel import solver_variables
-
-    arrays = {"z": z, "slot": slot.numpy()}
-    for i, w in enumerate(model.get_weights()):
-        arrays[f"model_{i}"] = w
-    for i, v in enumerate(solver_variables(solver)):
-        arrays[f"solver_{i}"] = np.asarray(v.numpy())
-    meta = {"epoch": epoch, "rng": rng.bit_generator.state, "iteration": solver.iteration,
-            "state": state}
-    arrays["meta"] = np.array(json.dumps(experiment.to_jsonable(meta)))
-    experiment.save_npz_atomic(out / CHECKPOINT, **arrays)
-
-
-def load_checkpoint(path: Path, *, model, slot, solver, rng) -> tuple[int, np.ndarray, dict]:
-    from importance_learning.bilevel import solver_variables
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            weights = [data[f"model_{i}"] for i in range(len(model.get_weights()))]
-            variables = solver_variables(solver)
-            values = [data[f"solver_{i}"] for i in range(len(variables))]
-            z, slot_value = data["z"], data["slot"]
-    except (OSError, KeyError, ValueError, EOFError) as error:
-        raise experiment.ExperimentError(
-            f"cannot resume: {path} is unreadable or from another setting ({error}); "
-            "remove it or choose another --out") from error
-    try:
-        model.set_weights(weights)
-        for v, value in zip(variables, values):
-            v.assign(value)
-        slot.assign(slot_value)
-    except ValueError as error:
-        raise experiment.ExperimentError(
-            f"cannot resume: {path} does not match this model/method ({error})") from error
-    rng.bit_generator.state = meta["rng"]
-    solver.iteration = int(meta["iteration"])
-    return int(meta["epoch"]), z, meta["state"]
 
 
 # --------------------------------------------------------------------------- runs
 
 
-def _accuracies(clf, split: Split, args) -> dict[str, float]:
+def accuracies(clf, split: Split, s: Settings) -> dict[str, float]:
+    """Test, train and validation accuracy (percent), the original's formula and exact."""
     out = {}
     for name, x, y in (("test", split.x_test, split.y_test), ("train", split.x_train, split.y_train),
                        ("val", split.x_val, split.y_val)):
-        pred = clf.predict(x, args.batch_size)
-        out[f"{name}_accuracy"] = 100.0 * core.original_accuracy(pred, y, args.batch_size, args.eval_rounding)
+        pred = clf.predict(x, s.batch_size)
+        out[f"{name}_accuracy"] = 100.0 * core.original_accuracy(pred, y, s.batch_size, s.eval_rounding)
         out[f"{name}_accuracy_exact"] = 100.0 * core.exact_accuracy(pred, y)
     return out
 
 
-def _config_key(args) -> dict[str, Any]:
-    """The flags that must agree between a checkpoint and a resumed run."""
-    skip = {"resume", "quiet", "out", "data_dir", "stop_after", "epochs", "xla"}
-    return {k: v for k, v in vars(args).items() if k not in skip}
-
-
-def run(spec: DatasetSpec, argv: Optional[list[str]] = None) -> dict[str, Any]:
-    args = build_parser(spec).parse_args(argv)
-    resolve_settings(spec, args)
-    out = experiment.resolve_out_dir(args, spec.experiment)
-    import keras
-    import tensorflow as tf
-
+def build_classifier(spec: DatasetSpec, s: Settings):
+    """The dataset's classifier with seeded fresh weights."""
     from importance_learning.bilevel import Classifier
     from penalty_tf.models import classifiers
 
-    experiment.seed_everything(args.seed)
+    keras.utils.set_random_seed(s.seed)
+    model = spec.model_fn(s) if spec.model_fn is not None else classifiers.build(spec.model)
+    return Classifier(model, jit_compile=s.xla, training=spec.bn_training)
+
+
+def run(spec: DatasetSpec, argv: Optional[list[str]] = None) -> dict[str, Any]:
+    """Parse the flags, run the method (bilevel or baseline), write result.json; {} after
+    ``--stop-after`` (tests: a killed run)."""
+    args = build_parser(spec).parse_args(argv)
+    out = experiment.resolve_out_dir(args, spec.experiment)
+    s = from_args(spec.settings, spec.experiment, args)
+    experiment.seed_everything(s.seed)
     with experiment.Timer() as timer:
-        split, clean_labels, corrupt = prepare_data(spec, args)
-        keras.utils.set_random_seed(args.seed)
-        model = spec.model_fn(args) if spec.model_fn is not None else classifiers.build(spec.model)
-        clf = Classifier(model, jit_compile=args.xla, training=spec.bn_training)
-        rng = np.random.default_rng([args.seed, 2])
-        if args.method in BASELINES:
-            metrics = run_baseline(args, clf, split, clean_labels, corrupt, rng)
+        split, clean_labels, corrupt = prepare_data(spec, s)
+        clf = build_classifier(spec, s)
+        rng = np.random.default_rng([s.seed, 2])
+        if s.bilevel:
+            metrics = BilevelRun(spec, s, out, clf, split, corrupt, rng).run(clean_labels)
         else:
-            metrics = run_bilevel(spec, args, out, clf, split, clean_labels, corrupt, rng)
-    if metrics is None:  # --stop-after (tests: simulate a killed run)
+            metrics = run_baseline(s, clf, split, corrupt, rng)
+    if metrics is None:
         return {}
-    published = paper.published_dict(experiment=spec.experiment, method=args.method, noise=args.noise)
-    result = experiment.write_result(out, experiment=spec.experiment, method=args.method, config=vars(args),
-                                     metrics=metrics, published=published, wall_time_s=timer.elapsed)
-    if not args.quiet:
+    return report(spec, s, out, metrics, timer.elapsed)
+
+
+def report(spec: DatasetSpec, s: Settings, out: Path, metrics: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    """Write result.json (with the paper's number for the setting) and print the headline."""
+    published = paper.published_dict(experiment=spec.experiment, method=s.method, noise=s.noise)
+    result = experiment.write_result(out, experiment=spec.experiment, method=s.method, config=s.flat(),
+                                     metrics=metrics, published=published, wall_time_s=elapsed)
+    if not s.quiet:
         print(f"test accuracy {metrics['test_accuracy']:.2f} % (exact {metrics['test_accuracy_exact']:.2f} %)"
               + (f"; paper: {published['mean']} ± {published['sd']}" if published else ""), flush=True)
     return result
 
 
-def run_baseline(args, clf, split: Split, clean_labels, corrupt: int, rng) -> dict[str, Any]:
-    if args.method == "val-only":
-        x, y, epochs = split.x_val, split.y_val, args.pretrain_epochs
-    elif args.method == "oracle":
-        x = np.concatenate([split.x_train[corrupt:], split.x_val])
-        y = np.concatenate([split.y_train[corrupt:], split.y_val])
-        epochs = args.epochs
-    else:  # train-val
-        x = np.concatenate([split.x_train, split.x_val])
-        y = np.concatenate([split.y_train, split.y_val])
-        epochs = args.epochs
-    bar = experiment.progress(epochs, quiet=args.quiet, unit_name="epoch")
+def baseline_data(s: Settings, split: Split, corrupt: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(x, y, epochs) of a baseline: val-only = validation set for ``--pretrain-epochs``;
+    oracle = clean training points + validation, train-val = all training points +
+    validation, for ``--epochs``."""
+    if s.method == "val-only":
+        return split.x_val, split.y_val, s.pretrain_epochs
+    start = corrupt if s.method == "oracle" else 0
+    return (np.concatenate([split.x_train[start:], split.x_val]),
+            np.concatenate([split.y_train[start:], split.y_val]), s.epochs)
+
+
+def run_baseline(s: Settings, clf, split: Split, corrupt: int, rng) -> dict[str, Any]:
+    """Plain training of a baseline (fresh weights, Adam ``--pretrain-lr``) and its accuracies."""
+    x, y, epochs = baseline_data(s, split, corrupt)
+    bar = experiment.progress(epochs, quiet=s.quiet, unit_name="epoch")
     start = time.perf_counter()
-    clf.train_simple(x, y, epochs, args.pretrain_lr, rng, batch_size=args.batch_size,
-                     rounding=args.train_rounding, progress=bar.update)
-    metrics = _accuracies(clf, split, args)
+    clf.train_simple(x, y, epochs, s.pretrain_lr, rng, batch_size=s.batch_size,
+                     rounding=s.train_rounding, progress=bar.update)
+    metrics = accuracies(clf, split, s)
     metrics.update(training_points=len(x), training_epochs=epochs, corrupt=corrupt,
                    train_time_s=time.perf_counter() - start)
     return metrics
 
 
-def run_bilevel(spec: DatasetSpec, args, out: Path, clf, split: Split, clean_labels, corrupt: int,
-                rng) -> Optional[dict[str, Any]]:
-    import tensorflow as tf
+class Minibatches:
+    """One epoch of upper-level batches for `solver.run` (re-iterable): a NumPy shuffle of
+    the training set, then per minibatch b the training points ``order[b bs:(b+1) bs]``,
+    ``bs`` validation points drawn without replacement, the augmentation (CIFAR10: the
+    validation images too, the original's quirk), and the slot filled with the minibatch's
+    logits ``z[idx]`` before the batch ``(x_train, y_train, x_val, y_val)`` is yielded.
+    ``idx`` is the minibatch in progress (for the read-back after the step)."""
 
-    from importance_learning.bilevel import build_solver
-    from penalty_tf.solvers import NonFiniteError
+    def __init__(self, run: "BilevelRun"):
+        self.run = run
+        self.idx = None
 
-    model = clf.model
-    bs = args.batch_size
-    slot = tf.Variable(tf.zeros(bs), name="importance_slot")
-    solver = build_solver(args.method, model, slot, {**vars(args), "bn_training": spec.bn_training},
-                          jit_compile=args.xla)
-    ckpt = out / CHECKPOINT
-    n = len(split.x_train)
-    if args.resume and ckpt.is_file():
-        next_epoch, z, state = load_checkpoint(ckpt, model=model, slot=slot, solver=solver, rng=rng)
-        if state["config"] != experiment.to_jsonable(_config_key(args)):
-            raise experiment.ExperimentError(
-                f"cannot resume: {ckpt} was written with other settings; use the same flags or another --out")
-        if not args.quiet:
-            print(f"resuming from {ckpt} at epoch {next_epoch}", flush=True)
-    else:
-        # Pre-training on the validation set (the original's train_simple) and importance init.
-        bar = experiment.progress(args.pretrain_epochs, quiet=args.quiet, unit_name="pre-training epoch")
-        clf.train_simple(split.x_val, split.y_val, args.pretrain_epochs, args.pretrain_lr, rng,
-                         batch_size=bs, rounding=args.train_rounding, progress=bar.update)
-        pre = _accuracies(clf, split, args)
-        predicted = clf.predict(split.x_train, bs)
-        z = core.initial_logits(predicted, split.y_train, args.init_low, args.init_high)
-        init_sep = core.separation(core.importance(z), corrupt)
-        state = {"config": _config_key(args), "pretrain": {**pre, **init_sep}, "history": []}
-        next_epoch = args.first_epoch
-        save_checkpoint(out, epoch=next_epoch, z=z, model=model, slot=slot, solver=solver, rng=rng, state=state)
-    history = state["history"]
-    last_epoch = args.first_epoch + args.epochs - 1
-    nb = n // bs
-    extra = {"linear_steps": args.linear_steps} if args.method == "approxgrad" else {}
-    epochs_run = 0
-    for epoch in range(next_epoch, last_epoch + 1):
-        if args.stop_after is not None and epochs_run >= args.stop_after:
-            return None
-        start = time.perf_counter()
-        order = rng.permutation(n)
-        bar = experiment.progress(nb, quiet=args.quiet, unit_name="minibatch")
-        converged = 0
-        out_step = {}
-        for b in range(nb):
+    def __len__(self) -> int:
+        return len(self.run.split.x_train) // self.run.s.batch_size
+
+    def __iter__(self):
+        import tensorflow as tf
+
+        run, bs = self.run, self.run.s.batch_size
+        split, rng, augment = run.split, run.rng, run.spec.augment
+        order = rng.permutation(len(split.x_train))
+        for b in range(len(self)):
             idx = order[b * bs:(b + 1) * bs]
             vidx = rng.choice(len(split.x_val), bs, replace=False)
             xt, xv = split.x_train[idx], split.x_val[vidx]
-            if spec.augment is not None:
-                xt = spec.augment(xt, rng)
-                if spec.augment_val:          # the original's quirk: validation augmented too
-                    xv = spec.augment(xv, rng)
-            slot.assign(z[idx].astype(np.float32))
-            batch = (tf.constant(xt), tf.constant(split.y_train[idx], tf.int32), tf.constant(xv),
-                     tf.constant(split.y_val[vidx], tf.int32))
+            if augment is not None:
+                xt = augment(xt, rng)
+                if run.spec.augment_val:
+                    xv = augment(xv, rng)
+            self.idx = idx
+            run.slot.assign(run.z[idx].astype(np.float32))
+            yield (tf.constant(xt), tf.constant(split.y_train[idx], tf.int32), tf.constant(xv),
+                   tf.constant(split.y_val[vidx], tf.int32))
+
+
+class EpochRecord(keras.callbacks.Callback):
+    """The bilevel loop's bookkeeping: after each step the slot is read back into z
+    (``z[idx] <- slot``); after each epoch z is renormalised, the epoch's record is
+    appended to the history, the checkpoint saved, and the run stopped after
+    ``--stop-after`` epochs."""
+
+    def __init__(self, run: "BilevelRun", batches: Minibatches, last_epoch: int):
+        super().__init__()
+        self.run, self.batches, self.last_epoch = run, batches, last_epoch
+        self.epochs_run = 0
+        self.position = (None, None)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.converged, self.last = time.perf_counter(), 0, {}
+        self.position = (epoch, None)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.position = (self.position[0], batch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.run.z[self.batches.idx] = self.run.slot.numpy()
+        self.converged += int(bool(logs.get("converged", 0.0)))
+        self.last = {k: v for k, v in logs.items() if not k.startswith("lr_")}
+
+    def on_epoch_end(self, epoch, logs=None):
+        run = self.run
+        run.z = core.renormalise(run.z)
+        record = run.epoch_record(epoch, time.perf_counter() - self.start, self.last, self.converged,
+                                  {k: logs[k] for k in ACCURACY_KEYS})
+        run.history.append(record)
+        run.announce(record)
+        run.save(epoch + 1)
+        self.epochs_run += 1
+        if run.s.stop_after is not None and self.epochs_run >= run.s.stop_after and epoch < self.last_epoch:
+            self.model.stop_training = True
+
+
+class BilevelRun:
+    """A Penalty / ApproxGrad importance-learning run in named steps: `start` (restore the
+    checkpoint, or `pretrain` and initialise importances), `train` (the epochs through
+    `solver.run`), `finish` (final metrics, arrays, plots, retraining)."""
+
+    def __init__(self, spec: DatasetSpec, s: Settings, out: Path, clf, split: Split, corrupt: int,
+                 rng: np.random.Generator):
+        import tensorflow as tf
+
+        from importance_learning.bilevel import importance_problem, lower_optimizer_option
+        from penalty_tf import solvers
+        from penalty_tf.checkpoints import RunCheckpoint
+
+        self.spec, self.s, self.out, self.clf, self.split, self.corrupt, self.rng = spec, s, out, clf, split, corrupt, rng
+        self.slot = tf.Variable(tf.zeros(s.batch_size), name="importance_slot")
+        problem = importance_problem(clf.model, self.slot, training=spec.bn_training, weight_decay=s.weight_decay)
+        self.solver = solvers.make(s.method, problem, s.solver, jit_compile=s.xla,
+                                   **lower_optimizer_option(s.lower_optimizer, s.solver.lr_v))
+        self.logits = tf.Variable(tf.zeros(len(split.x_train), tf.float64), trainable=False, name="importance_logits")
+        self.checkpoint = RunCheckpoint(out / CHECKPOINT, s, rngs={"data": rng}, solver=self.solver,
+                                        model=clf.model, slot=self.slot, logits=self.logits)
+        self.z: np.ndarray = np.zeros(0)
+        self.history: list[dict[str, Any]] = []
+        self.pretrain_record: dict[str, Any] = {}
+
+    def run(self, clean_labels: np.ndarray) -> Optional[dict[str, Any]]:
+        """All steps; None when stopped by ``--stop-after``."""
+        next_epoch = self.start()
+        if not self.train(next_epoch):
+            return None
+        return self.finish(clean_labels)
+
+    def start(self) -> int:
+        """Restore the checkpoint (``--resume``) or pre-train, initialise z and save; returns
+        the epoch to continue from."""
+        from penalty_tf.checkpoints import CheckpointError
+
+        if self.s.resume and self.checkpoint.exists():
             try:
-                out_step = solver.step(batch, lower_steps=args.lower_steps, **extra)
-            except NonFiniteError as error:
-                raise experiment.ExperimentError(
-                    f"{error} (epoch {epoch}, minibatch {b}). Nothing was lost: {ckpt} holds the state "
-                    f"after the last finished epoch; rerun with --resume and smaller learning rates.") from None
-            z[idx] = slot.numpy()
-            if args.method == "penalty":
-                converged += int(bool(out_step["converged"]))
-            bar.update(b + 1, [("f", float(out_step["f"]))])
-        if args.method == "approxgrad" and args.halve_every and epoch > 0 and epoch % args.halve_every == 0:
-            lr_u, lr_v = solver.upper.learning_rates()[0], solver.lower.learning_rates()[0]
-            solver.set_learning_rates(upper=lr_u / 2, lower=lr_v / 2)   # before renormalisation
-        z = core.renormalise(z)
-        epoch_time = time.perf_counter() - start
-        record = {"epoch": epoch, "epoch_time_s": epoch_time, "upper_iterations": nb}
-        record.update({k: float(v) for k, v in out_step.items() if k not in ("status",)})
-        if args.method == "penalty":
+                state = self.checkpoint.restore()
+            except CheckpointError as error:
+                raise experiment.ExperimentError(str(error)) from None
+            self.z, self.history, self.pretrain_record = self.logits.numpy().copy(), state["history"], state["pretrain"]
+            if not self.s.quiet:
+                print(f"resuming from {self.checkpoint.directory} at epoch {state['epoch']}", flush=True)
+            return state["epoch"]
+        shutil.rmtree(self.checkpoint.directory, ignore_errors=True)
+        self.pretrain()
+        self.save(self.s.first_epoch)
+        return self.s.first_epoch
+
+    def pretrain(self) -> None:
+        """Pre-training on the validation set (the original's train_simple), its accuracies,
+        and the initial importances from the pretrained model's agreement with the labels."""
+        s, clf, split = self.s, self.clf, self.split
+        bar = experiment.progress(s.pretrain_epochs, quiet=s.quiet, unit_name="pre-training epoch")
+        clf.train_simple(split.x_val, split.y_val, s.pretrain_epochs, s.pretrain_lr, self.rng,
+                         batch_size=s.batch_size, rounding=s.train_rounding, progress=bar.update)
+        pre = accuracies(clf, split, s)
+        predicted = clf.predict(split.x_train, s.batch_size)
+        self.z = core.initial_logits(predicted, split.y_train, s.init_low, s.init_high)
+        self.pretrain_record = {**pre, **core.separation(core.importance(self.z), self.corrupt)}
+
+    def save(self, next_epoch: int) -> None:
+        """Checkpoint: solver, model, slot and z (tracked variables), the generator, the
+        history and the pre-training record."""
+        self.logits.assign(self.z)
+        self.checkpoint.save(epoch=next_epoch, history=self.history, pretrain=self.pretrain_record)
+
+    def callbacks(self, batches: Minibatches, last_epoch: int) -> list:
+        """The progress bar, ApproxGrad's halving (before the renormalisation), the per-epoch
+        evaluation and the epoch record, in this order."""
+        from penalty_tf import callbacks
+
+        s = self.s
+        out = [] if s.quiet else [callbacks.ProgressBar(("f",))]
+        if s.method == "approxgrad" and s.halve_every:
+            out.append(callbacks.ScaleLearningRates(
+                0.5, when=lambda epoch: epoch > 0 and epoch % s.halve_every == 0))
+        out.append(callbacks.EvaluateEvery(lambda: accuracies(self.clf, self.split, s)))
+        self.record = EpochRecord(self, batches, last_epoch)
+        return out + [self.record]
+
+    def train(self, next_epoch: int) -> bool:
+        """Epochs ``next_epoch .. first_epoch + epochs - 1`` through `solver.run`; False when
+        stopped by ``--stop-after``. A NaN/Inf is an `ExperimentError` naming the epoch, the
+        minibatch and the checkpoint that holds the last finished epoch."""
+        from penalty_tf.solvers import NonFiniteError
+
+        s = self.s
+        last_epoch = s.first_epoch + s.epochs - 1
+        if s.stop_after == 0 and next_epoch <= last_epoch:
+            return False
+        counts = {"linear_steps": s.linear_steps} if s.method == "approxgrad" else {}
+        batches = Minibatches(self)
+        try:
+            self.solver.run(batches, epochs=last_epoch + 1, lower_steps=s.lower_steps,
+                            callbacks=self.callbacks(batches, last_epoch), initial_epoch=next_epoch,
+                            verbose=0 if s.quiet else 1, on_nonfinite="raise", **counts)
+        except NonFiniteError as error:
+            epoch, batch = self.record.position
+            raise experiment.ExperimentError(
+                f"{error} (epoch {epoch}, minibatch {batch}). Nothing was lost: {self.checkpoint.directory} "
+                "holds the state after the last finished epoch; rerun with --resume and smaller learning "
+                "rates.") from None
+        return not self.solver.stop_training
+
+    def epoch_record(self, epoch: int, seconds: float, last: dict[str, float], converged: int,
+                     accuracy: dict[str, float]) -> dict[str, Any]:
+        """One epoch's record: the last minibatch's outputs, learning rates, (Penalty)
+        convergence events and h_total = f + penalty + nu_term + lamb_g, accuracies and the
+        importance statistics."""
+        record = {"epoch": epoch, "epoch_time_s": seconds, "upper_iterations": len(self.split.x_train) // self.s.batch_size}
+        record.update(last)
+        rates = self.solver.learning_rates()
+        if self.s.method == "penalty":
             record["convergence_events"] = converged
-            record.update(lr_u=solver.upper.learning_rates()[0], lr_v=solver.lower.learning_rates()[0])
             record["h_total"] = record["f"] + record["penalty"] + record["nu_term"] + record["lamb_g"]
-        else:
-            record.update(lr_u=solver.upper.learning_rates()[0], lr_v=solver.lower.learning_rates()[0])
-        record.update(_accuracies(clf, split, args))
-        record.update(core.separation(core.importance(z), corrupt))
-        history.append(record)
-        if not args.quiet:
-            print(f"epoch {epoch}: test {record['test_accuracy']:.2f} % train {record['train_accuracy']:.2f} % "
+        record.update(lr_u=rates["upper"][0], lr_v=rates["lower"][0])
+        record.update(accuracy)
+        record.update(core.separation(core.importance(self.z), self.corrupt))
+        return record
+
+    def announce(self, record: dict[str, Any]) -> None:
+        """Print the epoch's headline numbers (unless ``--quiet``)."""
+        if not self.s.quiet:
+            print(f"epoch {record['epoch']}: test {record['test_accuracy']:.2f} % train {record['train_accuracy']:.2f} % "
                   f"val {record['val_accuracy']:.2f} %  a clean {record['mean_importance_clean']:.3f} "
-                  f"corrupted {record['mean_importance_corrupted']:.3f}  {epoch_time:.1f} s", flush=True)
-        save_checkpoint(out, epoch=epoch + 1, z=z, model=model, slot=slot, solver=solver, rng=rng, state=state)
-        epochs_run += 1
-    a = core.importance(z)
-    metrics: dict[str, Any] = {"corrupt": corrupt, "training_points": n,
-                               "pretrain": state["pretrain"], "epochs": history}
-    final = history[-1] if history else dict(state["pretrain"])
-    for key in ("test_accuracy", "test_accuracy_exact", "train_accuracy", "train_accuracy_exact",
-                "val_accuracy", "val_accuracy_exact"):
-        metrics[f"bilevel_{key}"] = final[key]
-    metrics.update(core.separation(a, corrupt))
-    metrics["val_only_test_accuracy"] = state["pretrain"]["test_accuracy"]
+                  f"corrupted {record['mean_importance_corrupted']:.3f}  {record['epoch_time_s']:.1f} s", flush=True)
+
+    def finish(self, clean_labels: np.ndarray) -> dict[str, Any]:
+        """The run's metrics (final epoch, or the pre-training record when no epoch ran;
+        mnist_small: the retrained classifier's accuracy), importances.npz and the plots."""
+        s, history, pre, corrupt = self.s, self.history, self.pretrain_record, self.corrupt
+        a = core.importance(self.z)
+        metrics: dict[str, Any] = {"corrupt": corrupt, "training_points": len(self.z), "pretrain": pre,
+                                   "epochs": history}
+        final = history[-1] if history else dict(pre)
+        metrics.update({f"bilevel_{key}": final[key] for key in ACCURACY_KEYS})
+        metrics.update(core.separation(a, corrupt))
+        metrics["val_only_test_accuracy"] = pre["test_accuracy"]
+        metrics.update(epoch_times(history))
+        if self.spec.retrain is not None:
+            metrics.update(self.spec.retrain(s, self.clf, self.split, a, corrupt))
+            metrics["test_accuracy"] = metrics["retrain_test_accuracy"]
+            metrics["test_accuracy_exact"] = metrics["retrain_test_accuracy_exact"]
+        else:
+            metrics["test_accuracy"] = final["test_accuracy"]
+            metrics["test_accuracy_exact"] = final["test_accuracy_exact"]
+        experiment.save_npz_atomic(self.out / "importances.npz", importance=a, logits=self.z,
+                                   noisy_labels=self.split.y_train, clean_labels=clean_labels,
+                                   corrupt=np.array(corrupt))
+        plot(self.out, history, a, corrupt, pre, self.spec.experiment, s.method)
+        return metrics
+
+
+def epoch_times(history: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean seconds per epoch and per upper iteration (NaN without epochs)."""
     times = [h["epoch_time_s"] for h in history]
-    metrics["mean_epoch_time_s"] = float(np.mean(times)) if times else math.nan
-    metrics["seconds_per_upper_iteration"] = (float(np.sum(times) / sum(h["upper_iterations"] for h in history))
-                                              if times else math.nan)
-    if spec.retrain:
-        metrics.update(retrain(args, clf, split, a, corrupt))
-        metrics["test_accuracy"] = metrics["retrain_test_accuracy"]
-        metrics["test_accuracy_exact"] = metrics["retrain_test_accuracy_exact"]
-    else:
-        metrics["test_accuracy"] = final["test_accuracy"]
-        metrics["test_accuracy_exact"] = final["test_accuracy_exact"]
-    experiment.save_npz_atomic(out / "importances.npz", importance=a, logits=z, noisy_labels=split.y_train,
-                               clean_labels=clean_labels, corrupt=np.array(corrupt))
-    plot(out, history, a, corrupt, state["pretrain"], spec.experiment, args.method)
-    return metrics
-
-
-def retrain(args, clf, split: Split, a: np.ndarray, corrupt: int) -> dict[str, Any]:
-    """mnist_small: fresh classifier weights, train on (a > threshold) ∪ validation."""
-    import keras
-
-    from penalty_tf.models import classifiers
-
-    selected = np.flatnonzero(a > args.select_threshold)
-    x = np.concatenate([split.x_train[selected], split.x_val])
-    y = np.concatenate([split.y_train[selected], split.y_val])
-    keras.utils.set_random_seed(args.seed + 1)          # the original re-ran every initialiser
-    fresh = classifiers.build(clf.model.name)
-    clf.model.set_weights(fresh.get_weights())
-    rng = np.random.default_rng([args.seed, 3])
-    bar = experiment.progress(args.retrain_epochs, quiet=args.quiet, unit_name="retraining epoch")
-    clf.train_simple(x, y, args.retrain_epochs, args.retrain_lr, rng, batch_size=args.batch_size,
-                     rounding=args.train_rounding, progress=bar.update)
-    acc = _accuracies(clf, split, args)
-    return {"selected_points": int(len(selected)),
-            "selected_corrupted": int(np.sum(selected < corrupt)),
-            "retrain_test_accuracy": acc["test_accuracy"],
-            "retrain_test_accuracy_exact": acc["test_accuracy_exact"]}
+    if not times:
+        return {"mean_epoch_time_s": math.nan, "seconds_per_upper_iteration": math.nan}
+    return {"mean_epoch_time_s": float(np.mean(times)),
+            "seconds_per_upper_iteration": float(np.sum(times) / sum(h["upper_iterations"] for h in history))}
 
 
 def plot(out: Path, history: list[dict], a: np.ndarray, corrupt: int, pretrain: dict, name: str,

@@ -13,7 +13,8 @@ rho_0 = lambda_0 = eps_0 = 1e-2, nu_0 = 1e-6, pre-training 100 epochs Adam(1e-4)
 init 0.4/0.6; ApproxGrad lr_u 1, lr_v 1e-6, lr_p 1e-5, sigma 1e-3, 20 + 20 steps, epochs
 1..100 with lr_u, lr_v halved after every 20th, pre-training Adam(1e-3). The full budget is
 about 30,000 upper iterations (the original: 14 s each on 2 cores); use ``--train-size``
-and ``--epochs`` for reduced budgets.
+and ``--epochs`` for reduced budgets. The defaults are the rows of this script in
+`penalty_tf.paper.defaults.importance`.
 """
 
 from __future__ import annotations
@@ -22,27 +23,18 @@ from importance_learning import driver
 from penalty_tf.paper import experiment
 
 
-def load(args) -> driver.Split:
+def load(s) -> driver.Split:
     from penalty_tf.datasets import load_mnist
 
-    d = load_mnist(args.data_dir)
+    d = load_mnist(s.data_dir)
     x = d.x_train.reshape(-1, 28, 28, 1).astype("float32") / 255.0
     xt = d.x_test.reshape(-1, 28, 28, 1).astype("float32") / 255.0
     y = d.y_train.astype("int64")
     return driver.Split(x[:59000], y[:59000], x[59000:], y[59000:], xt, d.y_test.astype("int64"))
 
 
-SPEC = driver.DatasetSpec(
-    experiment="importance_learning.mnist", model="mnist_cnn", load=load, description=__doc__,
-    defaults={
-        "penalty": dict(noise=0.25, lr_u=3.0, lr_v=1e-4, epochs=101, lower_steps=20, nu0=1e-6,
-                        pretrain_epochs=100, pretrain_lr=1e-4, init_low=0.4, init_high=0.6,
-                        train_rounding="floor", eval_rounding="floor"),
-        "approxgrad": dict(noise=0.25, lr_u=1.0, lr_v=1e-6, lr_p=1e-5, sig=1e-3, epochs=100,
-                           first_epoch=1, lower_steps=20, halve_every=20,
-                           pretrain_epochs=100, pretrain_lr=1e-3, init_low=0.4, init_high=0.6,
-                           train_rounding="ceil", eval_rounding="ceil"),
-    })
+SPEC = driver.DatasetSpec(experiment="importance_learning.mnist", model="mnist_cnn", load=load,
+                          description=__doc__)
 
 
 def main(argv=None):

@@ -13,27 +13,58 @@ The original's accuracy formula here divides by ceil(N/200)*200 (exact for 10,00
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
+
 from importance_learning import driver
+from importance_learning.settings import Settings, setting
 from penalty_tf.paper import experiment
 
 
-def load(args) -> driver.Split:
+def load(s) -> driver.Split:
     from penalty_tf.datasets import load_mnist
 
-    d = load_mnist(args.data_dir)
+    d = load_mnist(s.data_dir)
     x = (d.x_train.reshape(-1, 784).astype("float32") / 255.0)
     xt = (d.x_test.reshape(-1, 784).astype("float32") / 255.0)
     return driver.Split(x[:5000], d.y_train[:5000].astype("int64"), x[5000:10000],
                         d.y_train[5000:10000].astype("int64"), xt, d.y_test.astype("int64"))
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SmallSettings(Settings):
+    """`Settings` plus the retraining on the selected points."""
+
+    retrain_epochs: int = setting("epochs of retraining on the selected points + validation", int)
+    retrain_lr: float = setting("Adam learning rate of the retraining")
+    select_threshold: float = setting("importance above which a training point is selected")
+
+
+def retrain(s: SmallSettings, clf, split: driver.Split, a: np.ndarray, corrupt: int) -> dict:
+    """Fresh classifier weights (seed + 1: the original re-ran every initialiser), trained on
+    the points with a > threshold plus the validation set; its accuracies."""
+    import keras
+
+    from penalty_tf.models import classifiers
+
+    selected = np.flatnonzero(a > s.select_threshold)
+    x = np.concatenate([split.x_train[selected], split.x_val])
+    y = np.concatenate([split.y_train[selected], split.y_val])
+    keras.utils.set_random_seed(s.seed + 1)
+    clf.model.set_weights(classifiers.build(clf.model.name).get_weights())
+    bar = experiment.progress(s.retrain_epochs, quiet=s.quiet, unit_name="retraining epoch")
+    clf.train_simple(x, y, s.retrain_epochs, s.retrain_lr, np.random.default_rng([s.seed, 3]),
+                     batch_size=s.batch_size, rounding=s.train_rounding, progress=bar.update)
+    acc = driver.accuracies(clf, split, s)
+    return {"selected_points": int(len(selected)), "selected_corrupted": int(np.sum(selected < corrupt)),
+            "retrain_test_accuracy": acc["test_accuracy"],
+            "retrain_test_accuracy_exact": acc["test_accuracy_exact"]}
+
+
 SPEC = driver.DatasetSpec(
-    experiment="importance_learning.mnist_small", model="mnist_softmax", load=load, retrain=True,
-    methods=("penalty",), description=__doc__,
-    defaults={"penalty": dict(noise=0.5, lr_u=3.0, lr_v=1e-4, epochs=100, lower_steps=20, nu0=1e-4,
-                              pretrain_epochs=100, pretrain_lr=1e-4, init_low=0.4, init_high=0.6,
-                              train_rounding="floor", eval_rounding="ceil", retrain_epochs=500,
-                              retrain_lr=1e-4, select_threshold=0.9)})
+    experiment="importance_learning.mnist_small", model="mnist_softmax", load=load, settings=SmallSettings,
+    retrain=retrain, methods=("penalty",), description=__doc__)
 
 
 def main(argv=None):

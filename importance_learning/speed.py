@@ -72,18 +72,18 @@ def measure(model_name: str, lower_steps: int, batch_size: int, repeats: int, xl
             methods=("penalty", "approxgrad"), clock: str = "cpu") -> dict:
     import tensorflow as tf
 
-    from importance_learning.bilevel import Classifier, build_solver
-    from penalty_tf.solvers import tf1_adam
+    from importance_learning.bilevel import Classifier, importance_problem
+    from penalty_tf import solvers
+    from penalty_tf.optimizers import tf1_adam
 
     model, (x, y, xv, yv) = _model_and_batches(model_name, batch_size)
-    clf = Classifier(model, jit_compile=xla)
-    train = clf.make_train_step(tf1_adam(1e-4))
-    out = {"plain_step_s": _median_time(lambda: float(train(x, y)), repeats, clock)}
-    settings = dict(lr_u=3.0, lr_v=1e-4, lr_p=1e-5, sig=1e-3, rho0=1e-2, lamb0=1e-2, eps0=1e-2,
-                    nu0=1e-6, c_rho=1.1, c_lamb=0.9, c_eps=0.9)
+    train = Classifier(model, jit_compile=xla).train_step(tf1_adam(1e-4))
+    out = {"plain_step_s": _median_time(lambda: float(train((x, y))), repeats, clock)}
+    configs = {"penalty": solvers.PenaltyConfig(lr_u=3.0, lr_v=1e-4, nu0=1e-6),
+               "approxgrad": solvers.ApproxGradConfig(lr_u=3.0, lr_v=1e-4, lr_p=1e-5, sig=1e-3)}
     for method in methods:
         slot = tf.Variable(tf.zeros(batch_size), name="importance_slot")
-        solver = build_solver(method, model, slot, settings, jit_compile=xla)
+        solver = solvers.make(method, importance_problem(model, slot), configs[method], jit_compile=xla)
         batch = (x, y, xv, yv)
         extra = {"linear_steps": lower_steps} if method == "approxgrad" else {}
         extra1 = {"linear_steps": 1} if method == "approxgrad" else {}
@@ -104,7 +104,7 @@ def measure_parts(model_name: str, batch_size: int, repeats: int, xla: bool, clo
 
     from importance_learning.bilevel import Classifier, cross_entropy, importance_weighted_loss
     from penalty_tf import autodiff
-    from penalty_tf.solvers import tf1_adam
+    from penalty_tf.optimizers import tf1_adam
     from penalty_tf.solvers.base import as_tf_variable
 
     model, (x, y, xv, yv) = _model_and_batches(model_name, batch_size)
@@ -126,8 +126,8 @@ def measure_parts(model_name: str, batch_size: int, repeats: int, xla: bool, clo
         "gradient_and_hvp": lambda: autodiff.gradient_plus_hvp(None, g, v, direction, v).grads,
         "lower_step_direction": lambda: autodiff.gradient_plus_hvp(f, g, v, direction, v).grads,
     }
-    train = Classifier(model, jit_compile=xla).make_train_step(tf1_adam(1e-4))
-    out = {"plain_step_s": _median_time(lambda: float(train(x, y)), repeats, clock)}
+    train = Classifier(model, jit_compile=xla).train_step(tf1_adam(1e-4))
+    out = {"plain_step_s": _median_time(lambda: float(train((x, y))), repeats, clock)}
     for name, fn in passes.items():
         compiled = tf.function(fn, jit_compile=xla)
         out[f"{name}_s"] = _median_time(lambda: tf.nest.map_structure(np.asarray, compiled()), repeats, clock)

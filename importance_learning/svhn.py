@@ -22,25 +22,15 @@ from importance_learning import driver
 from penalty_tf.paper import experiment
 
 
-def load(args) -> driver.Split:
+def load(s) -> driver.Split:
     from penalty_tf.datasets.svhn import load_svhn_grey
 
-    d = load_svhn_grey(args.data_dir)
-    keep = (len(d.x_train) // args.batch_size) * args.batch_size     # 72,257 -> 72,200
+    d = load_svhn_grey(s.data_dir)
+    keep = (len(d.x_train) // s.batch_size) * s.batch_size     # 72,257 -> 72,200
     return driver.Split(d.x_train[:keep], d.y_train[:keep], d.x_val, d.y_val, d.x_test, d.y_test)
 
 
-SPEC = driver.DatasetSpec(
-    experiment="importance_learning.svhn", model="svhn_cnn", load=load, description=__doc__,
-    defaults={
-        "penalty": dict(noise=0.5, lr_u=3.0, lr_v=1e-5, epochs=101, lower_steps=20, nu0=0.0,
-                        pretrain_epochs=200, pretrain_lr=1e-5, init_low=0.2, init_high=0.8,
-                        train_rounding="ceil", eval_rounding="ceil"),
-        "approxgrad": dict(noise=0.5, lr_u=1.0, lr_v=1e-6, lr_p=1e-5, sig=1e-3, epochs=101,
-                           lower_steps=20, halve_every=20, pretrain_epochs=200,
-                           pretrain_lr=1e-3, init_low=0.2, init_high=0.8, train_rounding="ceil",
-                           eval_rounding="ceil"),
-    })
+SPEC = driver.DatasetSpec(experiment="importance_learning.svhn", model="svhn_cnn", load=load, description=__doc__)
 
 
 def main(argv=None):

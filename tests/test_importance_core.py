@@ -1,5 +1,7 @@
 """Importance learning: noise injection, importance maths, accuracy formulas, separation
-statistics, the models' parameter counts and the importance-slot semantics."""
+statistics, the models' parameter counts, the importance-slot semantics and the settings."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -97,7 +99,8 @@ def test_importance_slot_semantics():
     """One length-batch u variable whose Adam moments persist while it is refilled."""
     import tensorflow as tf
 
-    from importance_learning.bilevel import build_solver
+    from importance_learning.bilevel import importance_problem
+    from penalty_tf import solvers
     from penalty_tf.models import classifiers
 
     tf.keras.utils.set_random_seed(0)
@@ -105,9 +108,8 @@ def test_importance_slot_semantics():
     model = classifiers.build("mnist_softmax")
     bs = 8
     slot = tf.Variable(tf.zeros(bs))
-    settings = dict(lr_u=3.0, lr_v=1e-2, rho0=1e-2, lamb0=1e-2, eps0=1e-2, nu0=1e-4, c_rho=1.1,
-                    c_lamb=0.9, c_eps=0.9)
-    solver = build_solver("penalty", model, slot, settings)
+    config = solvers.PenaltyConfig(lr_u=3.0, lr_v=1e-2, rho0=1e-2, lamb0=1e-2, eps0=1e-2, nu0=1e-4)
+    solver = solvers.make("penalty", importance_problem(model, slot), config)
     assert solver.upper.variables[0].shape == (bs,)           # not one entry per data point
     n = 32
     x = rng.random((n, 784), np.float32)
@@ -129,3 +131,25 @@ def test_importance_slot_semantics():
     np.testing.assert_allclose(np.abs(deltas[0]), 3.0, rtol=1e-3)
     assert np.max(np.abs(np.abs(deltas[1]) - 3.0)) > 0.05
     assert int(solver.upper.optimizers[0].iterations.numpy()) == 2   # one shared optimizer
+
+
+def test_settings_are_the_originals_per_method_and_the_resume_key_skips_run_control():
+    from importance_learning import mnist
+    from importance_learning.driver import build_parser
+    from importance_learning.settings import from_args
+    from penalty_tf.checkpoints import resume_key
+    from penalty_tf.solvers import ApproxGradConfig, PenaltyConfig
+
+    def settings(*flags):
+        return from_args(mnist.SPEC.settings, mnist.SPEC.experiment, build_parser(mnist.SPEC).parse_args(flags))
+
+    s = settings("--method", "approxgrad", "--lr-u", "2", "--epochs", "3")
+    assert isinstance(s.solver, ApproxGradConfig) and s.solver.lr_u == 2.0 and s.solver.lr_v == 1e-6
+    assert s.first_epoch == 1 and s.linear_steps == s.lower_steps == 20 and s.epochs == 3
+    key = resume_key(s)
+    assert not {"epochs", "quiet", "out", "data_dir", "xla", "resume", "stop_after"} & set(key)
+    assert key["solver"] == {"type": "ApproxGradConfig", **dataclasses.asdict(s.solver)}
+    assert s.flat()["lr_p"] == 1e-5 and s.flat()["method"] == "approxgrad"
+    baseline = settings("--method", "oracle")      # the baselines train with the Penalty row
+    assert isinstance(baseline.solver, PenaltyConfig) and baseline.solver.nu0 == 1e-6
+    assert baseline.pretrain_lr == 1e-4 and baseline.epochs == 101

@@ -1,0 +1,179 @@
+"""The typed settings of one importance-learning run, and the command line generated from them.
+
+`Settings` holds every setting of a run; its ``solver`` field is the solver's own config
+(`PenaltyConfig` or `ApproxGradConfig`, whose fields become flags too). A script may extend
+`Settings` with its own fields (``cifar10``: ``val_size``). Flags default to None and are
+filled from the original's values for the chosen ``--method``
+(`penalty_tf.paper.defaults.importance`), then from the field's own default.
+
+Fields declared with ``resume=False`` are run control (where to write, how long, how loud):
+they may differ when a run is resumed; every other field is in the checkpoint's resume key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from typing import Any, Optional
+
+from penalty_tf import solvers
+from penalty_tf.paper import defaults as paper_defaults
+from penalty_tf.paper import experiment
+
+BILEVEL_METHODS = ("penalty", "approxgrad")
+BASELINES = paper_defaults.importance.BASELINES
+#: Solver config fields that importance learning does not expose (one lower group, the
+#: applications' ApproxGrad variant).
+FIXED_SOLVER_FIELDS = ("extra_linear_step", "correction")
+SOLVER_HELP = {
+    "lr_u": "Adam learning rate of the importance logits (upper level)",
+    "lr_v": "learning rate of the classifier (lower level)",
+    "lr_p": "ApproxGrad: Adam learning rate of the linear-system vector p",
+    "sig": "ApproxGrad: sigma of the linear system",
+    "rho0": "Penalty: initial rho",
+    "lamb0": "Penalty: initial lambda",
+    "eps0": "Penalty: initial tolerance eps",
+    "nu0": "Penalty: initial value of every multiplier entry",
+    "c_rho": "Penalty: rho factor on convergence",
+    "c_lamb": "Penalty: lambda factor on convergence",
+    "c_eps": "Penalty: eps factor on convergence",
+    "lr_decay": "Penalty: learning-rate factor on convergence",
+}
+
+
+def setting(help: str, kind: type = float, *, default: Any = dataclasses.MISSING, resume: bool = True,
+            choices: Optional[tuple] = None) -> Any:
+    """A `Settings` field: its flag's help text, argparse type and choices, and whether a
+    resumed run must agree on it."""
+    return dataclasses.field(default=default, metadata={"help": help, "kind": kind, "resume": resume,
+                                                        "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting of an importance-learning run (docs/original.md §3.0, §3.14)."""
+
+    method: str = setting("bilevel method or baseline", str)
+    seed: int = setting("random seed", int)
+    noise: float = setting("label-noise fraction: the first int(noise N) training labels are corrupted")
+    batch_size: int = setting("training and validation minibatch size", int)
+    train_size: Optional[int] = setting("use only the first N training points (reduced budgets; noise is "
+                                        "then on the first int(noise N) of them)", int, default=None)
+    test_size: Optional[int] = setting("evaluate on the first N test points only (tiny CI runs)", int,
+                                       default=None)
+    epochs: int = setting("bilevel epochs", int, resume=False)
+    first_epoch: int = setting("index of the first epoch (the original's loops start at 0 or 1; matters "
+                               "for the halving schedule)", int)
+    lower_steps: int = setting("lower-level steps per upper iteration, T", int)
+    linear_steps: int = setting("ApproxGrad: linear-system steps per upper iteration (niter2; default: "
+                                "= --lower-steps, as the original)", int)
+    halve_every: int = setting("ApproxGrad: halve lr_u and lr_v after every k-th epoch (0: never)", int)
+    pretrain_epochs: int = setting("epochs of pre-training on the validation set", int)
+    pretrain_lr: float = setting("Adam learning rate of pre-training (and of the baselines)")
+    init_low: float = setting("initial importance where the pretrained model disagrees with the label")
+    init_high: float = setting("initial importance where it agrees")
+    train_rounding: str = setting("floor|ceil: minibatches per epoch of plain training", str)
+    eval_rounding: str = setting("floor|ceil: batches in the original accuracy formula", str)
+    lower_optimizer: str = setting("lower-level optimizer: TF1 Adam, or SGD with momentum 0.9 (Ren et al.)",
+                                   str, choices=("adam", "sgd"))
+    weight_decay: float = setting("L2 weight decay 1/2 wd ||W||^2 on the kernels in g")
+    solver: Any = dataclasses.field(default=None, metadata={"resume": True})
+    xla: bool = setting("compile the solver step with XLA", bool, default=False, resume=False)
+    data_dir: Optional[str] = setting("dataset directory", str, default=None, resume=False)
+    out: Optional[str] = setting("output directory", str, default=None, resume=False)
+    quiet: bool = setting("no progress output", bool, default=False, resume=False)
+    resume: bool = setting("continue from the checkpoint in --out", bool, default=False, resume=False)
+    stop_after: Optional[int] = setting(argparse.SUPPRESS, int, default=None, resume=False)
+
+    @property
+    def bilevel(self) -> bool:
+        """Whether the method is a bilevel one (not a baseline)."""
+        return self.method in BILEVEL_METHODS
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting in one flat dict (the solver config's fields inline), as result.json's
+        ``config``."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "solver"}
+        out.update(dataclasses.asdict(self.solver))
+        return out
+
+
+def solver_fields() -> dict[str, dataclasses.Field]:
+    """The fields of every bilevel method's config that are flags, by name."""
+    out = {}
+    for method in BILEVEL_METHODS:
+        for f in dataclasses.fields(solvers.config_class(method)):
+            if f.name not in FIXED_SOLVER_FIELDS:
+                out.setdefault(f.name, f)
+    return out
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """A flag (default None) for every field of ``cls`` and of the solver configs that the
+    parser does not have yet."""
+    group = parser.add_argument_group("settings (default: the original's value for --method)")
+    have = {a.dest for a in parser._actions}
+    for f in dataclasses.fields(cls):
+        if f.name in have or f.name == "solver":
+            continue
+        meta, flag = f.metadata, "--" + f.name.replace("_", "-")
+        if meta["kind"] is bool:
+            group.add_argument(flag, action="store_true", help=meta["help"])
+        else:
+            group.add_argument(flag, type=meta["kind"], default=None, choices=meta["choices"],
+                               help=meta["help"])
+    for name in solver_fields():
+        if name not in have:
+            group.add_argument("--" + name.replace("_", "-"), type=float, default=None, help=SOLVER_HELP[name])
+
+
+def _resolved(name: str, given: Any, table: dict[str, Any], default: Any) -> Any:
+    """A flag's value: as given, else the original's, else the field's default."""
+    if given is not None:
+        return given
+    if name in table:
+        return table[name]
+    if default is dataclasses.MISSING:
+        raise ValueError(f"no value for setting {name!r}: add it to penalty_tf.paper.defaults.importance")
+    return default
+
+
+def from_args(cls: type, experiment_name: str, args: argparse.Namespace) -> Settings:
+    """The run's `Settings` from parsed flags, unset ones filled with the original's values for
+    the method (baselines: the Penalty values); validated."""
+    table = paper_defaults.defaults(experiment_name, args.method)
+    values = {f.name: _resolved(f.name, getattr(args, f.name), table, f.default)
+              for f in dataclasses.fields(cls) if f.name != "solver"}
+    if values["method"] == "approxgrad" and not values["linear_steps"]:
+        values["linear_steps"] = values["lower_steps"]
+    config_cls = solvers.config_class(args.method if args.method in BILEVEL_METHODS else "penalty")
+    fields = {f.name: _resolved(f.name, getattr(args, f.name, None), table, f.default)
+              for f in dataclasses.fields(config_cls)}
+    settings = cls(**values, solver=config_cls(**fields))
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    """Refuse settings the run cannot use, naming the flag (`ExperimentError`)."""
+    err = experiment.ExperimentError
+    if not 0.0 <= s.noise <= 1.0:
+        raise err(f"--noise must be in [0, 1], got {s.noise}")
+    if s.batch_size < 1:
+        raise err("--batch-size must be >= 1")
+    for name in ("train_rounding", "eval_rounding"):
+        if getattr(s, name) not in ("floor", "ceil"):
+            raise err(f"--{name.replace('_', '-')} must be floor or ceil")
+    if not 0.0 < s.init_low < 1.0 or not 0.0 < s.init_high < 1.0:
+        raise err("--init-low and --init-high must be in (0, 1)")
+    for name in ("pretrain_epochs", "halve_every"):
+        if getattr(s, name) < 0:
+            raise err(f"--{name.replace('_', '-')} must be >= 0")
+    for name, value in (("lr_u", s.solver.lr_u), ("lr_v", s.solver.lr_v), ("pretrain_lr", s.pretrain_lr)):
+        if not (math.isfinite(value) and value > 0):
+            raise err(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    if s.train_size is not None and s.train_size < s.batch_size:
+        raise err(f"--train-size must be >= --batch-size ({s.batch_size})")
+    if s.test_size is not None and s.test_size < 1:
+        raise err("--test-size must be >= 1")
