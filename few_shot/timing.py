@@ -9,7 +9,8 @@ lower steps (and 20 linear-system steps for ApproxGrad), 15 query images per cla
 first call (tracing and compilation) is timed separately. Also timed: one meta-test
 meta-batch (features once, 100 classifier steps), from which the projected wall time of a
 full run (iterations + evaluations every 1000 iterations, 600 tasks each) is computed.
-Random pixels change nothing in the cost of a step. Wall and process CPU seconds are both
+The solvers' settings are the original's (`penalty_tf.paper.defaults.few_shot`). Random
+pixels change nothing in the cost of a step. Wall and process CPU seconds are both
 recorded, with the load average: on a shared machine the wall time is noisy.
 """
 
@@ -25,8 +26,8 @@ from penalty_tf.paper import experiment
 
 SETTINGS = {
     # dataset: (image shape, nway, kshot, meta-batch, encoder kwargs, iterations per method)
-    "omniglot": ((28, 28, 1), 20, 5, 15, {}, {"penalty": 10000, "approxgrad": 10000}, 1e-2),
-    "miniimagenet": ((84, 84, 3), 5, 5, 2, {}, {"penalty": 20001, "approxgrad": 10001}, 1e-3),
+    "omniglot": ((28, 28, 1), 20, 5, 15, {}, {"penalty": 10000, "approxgrad": 10000}),
+    "miniimagenet": ((84, 84, 3), 5, 5, 2, {}, {"penalty": 20001, "approxgrad": 10001}),
 }
 
 
@@ -34,17 +35,21 @@ def time_setting(dataset: str, method: str, xla: bool, repeats: int, meta_test: 
                  meta_batch: int | None = None) -> dict:
     import tensorflow as tf
 
-    from few_shot import common
+    from few_shot.meta_test import MetaTester
+    from few_shot.problem import FewShotProblem, make_solver
+    from few_shot.settings import solver_config
+    from few_shot.tasks import QUERY_PER_CLASS, MetaBatch
+    from penalty_tf.paper.defaults import defaults
     from penalty_tf.models.few_shot import build_encoder, initial_classifiers
 
-    shape, nway, kshot, tasks, enc_kwargs, iterations, lr = SETTINGS[dataset]
+    shape, nway, kshot, tasks, enc_kwargs, iterations = SETTINGS[dataset]
     tasks = meta_batch or tasks   # a smaller meta-batch: the cost is about linear in it
     rng = np.random.default_rng(0)
     encoder = build_encoder(dataset, shape, **enc_kwargs)
-    problem = common.FewShotProblem(encoder, tasks, nway, shape)
-    solver = common.build_solver(method, problem, common.Hyper(lr_u=lr, lr_v=lr, lr_p=lr),
-                                 jit_compile=xla)
-    q = common.QUERY_PER_CLASS
+    problem = FewShotProblem(encoder, tasks, nway, shape)
+    config = solver_config(method, defaults(f"few_shot.{dataset}", method))
+    solver = make_solver(method, problem, config, jit_compile=xla)
+    q = QUERY_PER_CLASS
 
     def batch():
         return (tf.constant(rng.random((tasks, nway * kshot, *shape), dtype=np.float32)),
@@ -73,8 +78,8 @@ def time_setting(dataset: str, method: str, xla: bool, repeats: int, meta_test: 
            "all_s": times, "cpu_seconds_per_iteration": float(np.median(cpu)),
            "load_average": os.getloadavg()[0]}
     if meta_test:
-        tester = common.MetaTester(encoder, 100, 1e-3, jit_compile=xla)
-        mb = common.MetaBatch(*(x.numpy() for x in b))
+        tester = MetaTester(encoder, 100, 1e-3, jit_compile=xla)
+        mb = MetaBatch(*(x.numpy() for x in b))
         w0, b0 = initial_classifiers(rng, tasks, problem.dim, nway)
         tester.accuracies(mb, w0, b0)
         t0 = time.perf_counter()

@@ -88,7 +88,7 @@ def test_miniimagenet_pickles_latin1_float_and_labels(tmp_path):
         pickle.dump({"image_data": train.images[:17]}, handle, protocol=2)
     assert mi.read_miniimagenet_pickle(tmp_path / "py2.pkl", images_per_class=17).images.shape[0] == 17
     # images become float32 / 255 only when sampled
-    from few_shot.common import Split
+    from few_shot.tasks import Split
     x = Split(train.images, train.labels, np.arange(6)).gather(np.array([[0, 17]]))
     assert x.dtype == np.float32 and x.shape == (1, 2, 84, 84, 3)
     np.testing.assert_allclose(x[0, 1], train.images[17] / 255.0, rtol=1e-6)

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from few_shot import common
+from few_shot.meta_test import MetaTester, summarize_accuracies
+from few_shot.problem import FewShotProblem, make_solver
+from few_shot.settings import solver_config
+from few_shot.tasks import MetaBatch, Split, TaskSampler
 from penalty_tf.models import few_shot as m
+from penalty_tf.optimizers import adam_steps
+from penalty_tf.paper.defaults import defaults
+from penalty_tf.paper.experiment import ExperimentError
 from penalty_tf.solvers import ApproxGrad, Penalty, PenaltySchedule, tf1_adam
 
 
@@ -18,12 +24,12 @@ def _split(classes=12, per_class=20, offset=0):
     labels = np.repeat(np.arange(offset, offset + classes), per_class)
     ident = labels + np.tile(np.arange(per_class), classes) / 100.0
     images = np.broadcast_to(ident[:, None, None, None], (len(labels), 2, 2, 1)).astype(np.float32)
-    return common.Split(np.ascontiguousarray(images), labels, np.arange(offset, offset + classes))
+    return Split(np.ascontiguousarray(images), labels, np.arange(offset, offset + classes))
 
 
 def test_sampler_tasks_are_disjoint_with_k_and_15_per_class_and_position_labels():
     split = _split(classes=12, offset=100)
-    sampler = common.TaskSampler(split, nway=3, kshot=2, rng=np.random.default_rng(0))
+    sampler = TaskSampler(split, nway=3, kshot=2, rng=np.random.default_rng(0))
     for _ in range(5):
         support, query, chosen = sampler.sample_indices(3)
         # 3 tasks x 3 classes = 9 < 12 classes: all classes of the meta-batch are distinct
@@ -49,7 +55,7 @@ def test_sampler_tasks_are_disjoint_with_k_and_15_per_class_and_position_labels(
 def test_sampler_reuses_classes_only_when_too_few_remain():
     """The original clears its used list when used + N >= number of classes."""
     split = _split(classes=7)
-    sampler = common.TaskSampler(split, nway=3, kshot=1, rng=np.random.default_rng(1))
+    sampler = TaskSampler(split, nway=3, kshot=1, rng=np.random.default_rng(1))
     for _ in range(10):
         _, _, chosen = sampler.sample_indices(4)
         assert len(set(chosen[0]) | set(chosen[1])) == 6      # 0 + 3 < 7 and 3 + 3 < 7: disjoint
@@ -59,19 +65,19 @@ def test_sampler_reuses_classes_only_when_too_few_remain():
 
 def test_sampler_shuffles_order_and_rejects_too_small_classes():
     split = _split(classes=5)
-    sampler = common.TaskSampler(split, nway=5, kshot=5, rng=np.random.default_rng(2))
+    sampler = TaskSampler(split, nway=5, kshot=5, rng=np.random.default_rng(2))
     labels = sampler.sample(1).support_labels[0]
     assert sorted(labels.tolist()) == sorted([0, 1, 2, 3, 4] * 5)
     assert labels.tolist() != sorted(labels.tolist())         # shuffled
-    with pytest.raises(common.experiment.ExperimentError, match="fewer than K"):
-        common.TaskSampler(split, nway=5, kshot=6, rng=np.random.default_rng(0))
-    with pytest.raises(common.experiment.ExperimentError, match="needs 6 classes"):
-        common.TaskSampler(split, nway=6, kshot=1, rng=np.random.default_rng(0))
+    with pytest.raises(ExperimentError, match="fewer than K"):
+        TaskSampler(split, nway=5, kshot=6, rng=np.random.default_rng(0))
+    with pytest.raises(ExperimentError, match="needs 6 classes"):
+        TaskSampler(split, nway=6, kshot=1, rng=np.random.default_rng(0))
 
 
 def test_ci_formula():
     accs = np.array([0.5, 0.75, 1.0, 0.25])
-    s = common.summarize_accuracies(accs)
+    s = summarize_accuracies(accs)
     # percent; deviations from 62.5 are +-12.5 and +-37.5: sample variance 3125 / 3
     sd = math.sqrt(3125.0 / 3.0)
     assert s["acc_mean"] == pytest.approx(62.5)
@@ -88,7 +94,7 @@ def test_functional_adam_equals_tf1_keras_adam():
     def loss(w):
         return tf.reduce_sum((w - target) ** 4)
 
-    (got,) = common.tf1_adam_train(loss, [tf.constant(w0)], 7, 0.05)
+    (got,) = adam_steps(loss, [tf.constant(w0)], 7, 0.05)
     var = tf.Variable(w0)
     opt = tf1_adam(0.05)
     for _ in range(7):
@@ -143,9 +149,14 @@ class _PerTask:
         return [[self.ws[t], self.bs[t]] for t in range(T)]
 
 
+def _config(method, **overrides):
+    """The solver config of the Omniglot runs (lr_u = lr_v = lr_p = 1e-2), with ``overrides``."""
+    return solver_config(method, {**defaults("few_shot.omniglot", method), **overrides})
+
+
 def _pair(method, **kwargs):
     enc_a, enc_b = _encoder(0), _encoder(0)
-    batched = common.FewShotProblem(enc_a, T, N, IMG)
+    batched = FewShotProblem(enc_a, T, N, IMG)
     batched.reset_classifiers(np.random.default_rng(3))
     per_task = _PerTask(enc_b, batched.weights.numpy(), batched.bias.numpy())
     return batched, per_task
@@ -162,8 +173,8 @@ def _assert_same(batched, per_task, rtol=2e-4, atol=2e-6):
 
 def test_batched_penalty_equals_per_task_groups():
     batched, per_task = _pair("penalty")
-    hyper = common.Hyper(lr_u=1e-2, lr_v=1e-2, eps0=1e8)  # large eps: the schedule fires too
-    a = common.build_solver("penalty", batched, hyper)
+    # the Omniglot runs' config (multi-group: lr x0.99), large eps: the schedule fires too
+    a = make_solver("penalty", batched, _config("penalty", eps0=1e8))
     schedule = PenaltySchedule.multi_group(rho0=1e-2, lamb0=1e-2, eps0=1e8, nu0=1e-4)
     b = Penalty(per_task.upper_loss, per_task.lower_loss, [per_task.encoder.trainable_variables],
                 per_task.groups, upper_optimizer=[1e-2], lower_optimizer=[1e-2] * T, schedule=schedule)
@@ -188,8 +199,7 @@ def test_batched_approxgrad_equals_per_task_groups(correction):
     """The task-0 mask reproduces the original's indexed correction (upper group 0 <- lower
     group 0 = task 0); "all" equals the core's sum over groups."""
     batched, per_task = _pair("approxgrad")
-    hyper = common.Hyper(lr_u=1e-2, lr_v=1e-2, lr_p=1e-2)
-    a = common.build_solver("approxgrad", batched, hyper, correction=correction)
+    a = make_solver("approxgrad", batched, _config("approxgrad"), correction=correction)
     b = ApproxGrad(per_task.upper_loss, per_task.lower_loss, [per_task.encoder.trainable_variables],
                    per_task.groups, upper_optimizer=[1e-2], lower_optimizer=[1e-2] * T,
                    linear_optimizer=[1e-2] * T, sig=1e-3,
@@ -205,8 +215,8 @@ def test_batched_approxgrad_equals_per_task_groups(correction):
 def test_task_zero_mask_changes_the_encoder_update():
     """Control for the test above: "first" and "all" give different encoder directions."""
     batched, _ = _pair("approxgrad")
-    hyper = common.Hyper(lr_u=1e-2, lr_v=1e-2, lr_p=1e-2)
-    solvers = [common.build_solver("approxgrad", batched, hyper, correction=c) for c in ("first", "all")]
+    solvers = [make_solver("approxgrad", batched, _config("approxgrad"), correction=c)
+               for c in ("first", "all")]
     directions = []
     for solver in solvers:
         for p in solver.linear.variables:
@@ -220,9 +230,9 @@ def test_meta_test_equals_a_per_task_loop():
     """Batched meta-test (features once, 100 functional Adam steps) = per-task Keras Adam
     on the task's classifier variables, with the mean-over-tasks loss."""
     encoder = _encoder(1)
-    batch = common.MetaBatch(*(x.numpy() for x in _batch(5)))
+    batch = MetaBatch(*(x.numpy() for x in _batch(5)))
     w0, b0 = m.initial_classifiers(np.random.default_rng(0), T, 12, N)
-    tester = common.MetaTester(encoder, steps=20, lr=1e-2)
+    tester = MetaTester(encoder, steps=20, lr=1e-2)
     got = tester.accuracies(batch, w0, b0)
     for t in range(T):
         w, b = tf.Variable(w0[t][None]), tf.Variable(b0[t][None])
@@ -237,15 +247,15 @@ def test_meta_test_equals_a_per_task_loop():
     # The classifiers really train: evaluated on their own support set, 100 steps (the
     # protocol's count) fit every task, while the untrained ones do not (measured 50 %, 75 %).
     on_support = batch._replace(query=batch.support, query_labels=batch.support_labels)
-    trained = common.MetaTester(encoder, steps=100, lr=1e-2).accuracies(on_support, w0, b0)
-    untrained = common.MetaTester(encoder, steps=0, lr=1e-2).accuracies(on_support, w0, b0)
+    trained = MetaTester(encoder, steps=100, lr=1e-2).accuracies(on_support, w0, b0)
+    untrained = MetaTester(encoder, steps=0, lr=1e-2).accuracies(on_support, w0, b0)
     np.testing.assert_array_equal(trained, 1.0)
     assert untrained.mean() < 0.8
 
 
 def test_reset_classifiers_keeps_solver_state():
     batched, _ = _pair("penalty")
-    solver = common.build_solver("penalty", batched, common.Hyper(lr_u=1e-2, lr_v=1e-2))
+    solver = make_solver("penalty", batched, _config("penalty"))
     solver.step(_batch(0), lower_steps=2)
     moments = [v.numpy().copy() for opt in solver.lower.optimizers for v in opt.variables]
     nu = [v.numpy().copy() for v in solver.nu]

@@ -14,6 +14,8 @@ Every threshold states the values measured with the test's own settings (seeds 0
 the test runs seed 0) and why it sits where it does.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -50,8 +52,7 @@ def test_omniglot_arrays_have_the_loaders_layout_and_split(omniglot_dir, mnist):
     first_zero = mnist["x_train"][np.flatnonzero(mnist["y_train"] == 0)[0]].astype(np.float32) / 255
     np.testing.assert_array_equal(data.x[0, :, :, 0], first_zero)                       # class 0: digit 0
     np.testing.assert_array_equal(data.x[data.y == 1][0, :, :, 0], np.rot90(first_zero))  # class 1: 90 deg
-    args = omniglot.build_parser().parse_args(["--data-dir", str(omniglot_dir), "--train-characters", "5"])
-    train, test = omniglot.load_splits(args)
+    train, test = omniglot.load_splits(omniglot.resolve(["--data-dir", str(omniglot_dir), "--train-characters", "5"]))
     assert list(train.classes) == list(range(20)) and list(test.classes) == list(range(20, 40))
     # meta-train = digits 0-4, meta-test = digits 5-9 (class id // 4 = digit): disjoint digits
     assert set(train.classes // 4) == {0, 1, 2, 3, 4} and set(test.classes // 4) == {5, 6, 7, 8, 9}
@@ -73,6 +74,8 @@ def test_omniglot_meta_training_beats_the_untrained_encoder(omniglot_dir, tmp_pa
     with the same classifier initialisations (the meta-test random streams are only drawn
     from at evaluations), so the difference is the encoder's training alone.
     """
+    import tensorflow as tf
+
     from few_shot import omniglot
     from penalty_tf.models.few_shot import build_encoder
 
@@ -83,9 +86,12 @@ def test_omniglot_meta_training_beats_the_untrained_encoder(omniglot_dir, tmp_pa
                                    "--eval-every", "100"])
     experiment.seed_everything(0)                  # as the runner does before building the encoder
     initial = [w.numpy() for w in build_encoder("omniglot", (28, 28, 1), filters=32).trainable_variables]
-    with np.load(tmp_path / "untrained" / "checkpoint.npz") as saved:   # encoder variables first
-        for i, w in enumerate(initial):
-            np.testing.assert_array_equal(saved[f"v{i}"], w)
+    saved = build_encoder("omniglot", (28, 28, 1), filters=32)          # other weights, then the run's
+    sidecar = json.loads((tmp_path / "untrained" / "checkpoint" / "run.json").read_text())
+    tf.train.Checkpoint(encoder=saved).read(
+        str(tmp_path / "untrained" / "checkpoint" / sidecar["checkpoint"])).expect_partial()
+    for w, value in zip(saved.trainable_variables, initial, strict=True):
+        np.testing.assert_array_equal(w.numpy(), value)
     before = untrained["metrics"]["final"]["acc_mean"]
     after = trained["metrics"]["final"]["acc_mean"]
     assert [e["iteration"] for e in trained["metrics"]["evaluations"]] == [100]
