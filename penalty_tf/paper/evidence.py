@@ -53,7 +53,7 @@ from typing import Any, Optional, Sequence
 __all__ = ["REPO_ROOT", "RESULTS", "record", "load_claims", "check_claims", "check_report_blocks",
            "measured_numbers", "unbacked_numbers", "main"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = REPO_ROOT / "results"
 MAX_KEPT_BYTES = 2_000_000
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS",
