@@ -26,12 +26,18 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    """One MNIST attack: the solver's config (None for label flipping) and the run."""
+class _Bilevel:
+    """What every attack has: the solver's config and the bilevel phase's length."""
 
     solver: Any
-    epochs: int = dataclasses.field(metadata=_help("bilevel updates"))
+    epochs: int = dataclasses.field(metadata=_help("bilevel updates (clean-label: per target)"))
     lower_steps: int = dataclasses.field(metadata=_help("lower steps per update, T"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings(_Bilevel):
+    """One MNIST attack: the solver's config (None for label flipping) and the run."""
+
     npoison: int = dataclasses.field(metadata=_help(
         "number of poisoned points, 10..60 = 1 %%..6 %% of the 1,000 clean points (the "
         "original's README 'line 15' / 'line 36'); default 60 (targeted ApproxGrad: 50)"))
@@ -46,12 +52,9 @@ class Settings:
 
 
 @dataclasses.dataclass(frozen=True)
-class CleanLabelSettings:
+class CleanLabelSettings(_Bilevel):
     """The clean-label attack: Penalty's config and the per-target protocol."""
 
-    solver: Any
-    epochs: int = dataclasses.field(metadata=_help("bilevel updates per target"))
-    lower_steps: int = dataclasses.field(metadata=_help("lower steps per update, T"))
     train_steps: int = dataclasses.field(metadata=_help(
         "TF1-RMSProp steps of each (re)training of the classifier"))
     beta: float = dataclasses.field(metadata=_help("weight of ||u - base||^2"))
