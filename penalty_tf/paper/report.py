@@ -59,25 +59,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from penalty_tf.paper import defaults
+
 __all__ = ["Run", "Group", "load_runs", "metric_value", "budget", "aggregate",
            "budget_text", "difference", "verdict", "render_markdown", "render_csv", "main"]
 
-FULL_BUDGET: dict[tuple[str, str], dict[str, int]] = {
-    ("importance_learning.mnist_small", "*"): {"epochs": 100, "lower_steps": 20,
-                                               "pretrain_epochs": 100, "retrain_epochs": 500},
-    ("importance_learning.mnist", "penalty"): {"epochs": 101, "lower_steps": 20, "pretrain_epochs": 100},
-    ("importance_learning.mnist", "approxgrad"): {"epochs": 100, "lower_steps": 20, "pretrain_epochs": 100},
-    ("importance_learning.cifar10", "penalty"): {"epochs": 200, "lower_steps": 20, "pretrain_epochs": 101},
-    ("importance_learning.cifar10", "approxgrad"): {"epochs": 201, "lower_steps": 1, "pretrain_epochs": 101},
-    ("importance_learning.svhn", "*"): {"epochs": 101, "lower_steps": 20, "pretrain_epochs": 200},
-    ("importance_learning.cifar10_wrn", "*"): {"epochs": 40, "lower_steps": 1},
-    ("poisoning.untargeted", "*"): {"epochs": 5000, "lower_steps": 20, "retrain_steps": 10001},
-    ("poisoning.targeted", "penalty"): {"epochs": 5001, "lower_steps": 20, "retrain_steps": 10001},
-    ("poisoning.targeted", "*"): {"epochs": 5000, "lower_steps": 20, "retrain_steps": 10001},
-    ("few_shot.omniglot", "*"): {"test_tasks": 600, "lower_steps": 20},
-    ("few_shot.miniimagenet", "*"): {"test_tasks": 600, "lower_steps": 20},
-}
-"""Budget flags and the original's value, per (experiment, method); "*" = any method."""
+#: Budget flags and the original's value, per (experiment, method); "*" = any method (the
+#: one table in `penalty_tf.paper.defaults`).
+FULL_BUDGET: dict[tuple[str, str], dict[str, int]] = defaults.FULL_BUDGET
 
 SUBSET_FLAGS = ("train_size", "test_size")
 BASELINES_WITHOUT_EPOCHS = ("label-flip",)

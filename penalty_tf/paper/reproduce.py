@@ -40,23 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from penalty_tf.paper import defaults
 from penalty_tf.paper import published as paper
 
 __all__ = ["Row", "rows", "command", "main"]
 
-REDUCED: dict[str, tuple[str, ...]] = {
-    "synthetic": ("--epochs", "1000", "--trials", "2"),
-    "importance_learning.mnist": ("--train-size", "4000", "--epochs", "10"),
-    "importance_learning.cifar10": ("--train-size", "4000", "--epochs", "10"),
-    "importance_learning.svhn": ("--train-size", "4000", "--epochs", "10"),
-    "importance_learning.mnist_small": ("--epochs", "10"),
-    "importance_learning.cifar10_wrn": ("--train-size", "2000", "--epochs", "2"),
-    "few_shot.omniglot": ("--iterations", "500", "--test-tasks", "100"),
-    "few_shot.miniimagenet": ("--iterations", "500", "--test-tasks", "100"),
-    "poisoning.untargeted": ("--epochs", "1000"),
-    "poisoning.targeted": ("--epochs", "1000"),
-    "poisoning.clean_label": ("--targets", "10"),
-}
+REDUCED: dict[str, tuple[str, ...]] = defaults.REDUCED
 """Extra flags of a reduced-budget run, per experiment."""
 
 FULL_EXTRA: dict[str, tuple[str, ...]] = {"synthetic": ("--epochs", "10000", "--trials", "10")}
