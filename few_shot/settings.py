@@ -3,11 +3,11 @@
 `RunSettings` holds the run's own settings; its ``solver`` field is the method's config
 (`PenaltyConfig` or `ApproxGradConfig`), whose fields are flags too. A script extends
 `RunSettings` with its data and encoder settings (`few_shot.omniglot.OmniglotSettings`).
-Flags without a default of their own default to None and are filled, in this order, from
-the original's values for the script and ``--method`` (`penalty_tf.paper.defaults.few_shot`
+A flag not given is filled (`penalty_tf.paper.settings.resolve`), in this order, from the
+original's values for the script and ``--method`` (`penalty_tf.paper.defaults.few_shot`
 ``DEFAULTS``), from its rows for the run's N and K (``BY_TASK``: iterations, meta-batch),
-and by the two rules ``test_lr = lr_v`` (ApproxGrad scripts) and ``checkpoint_every =
-eval_every``.
+from the field's default, and by the two rules ``test_lr = lr_v`` (ApproxGrad scripts) and
+``checkpoint_every = eval_every``.
 
 Fields declared ``resume=False`` are run control (budget, output, verbosity); a resumed run
 may change them, every other setting is in the checkpoint's resume key.
@@ -24,32 +24,20 @@ from few_shot.tasks import QUERY_PER_CLASS
 from penalty_tf import solvers
 from penalty_tf.paper import defaults as paper_defaults
 from penalty_tf.paper import experiment
+from penalty_tf.paper import settings as flags
 from penalty_tf.paper.defaults import few_shot as few_shot_defaults
 
 METHODS = ("penalty", "approxgrad")
 #: Solver config fields the few-shot runs fix: one lower group whose correction the run's
 #: ``--correction`` weights (`few_shot.problem.make_solver`), no extra linear step.
 FIXED_SOLVER_FIELDS = {"approxgrad": {"correction": "all", "extra_linear_step": False}}
-SOLVER_FLAG_HELP = {
+SOLVER_HELP = {
     "lr_u": "TF1-Adam learning rate of the encoder (u)",
     "lr_v": "TF1-Adam learning rate of the classifiers (v)",
     "lr_p": "ApproxGrad: TF1-Adam learning rate of the linear-system vector p",
-    "sig": "ApproxGrad: regulariser sigma of the linear system",
-    "rho0": "Penalty: rho at the start", "lamb0": "Penalty: lambda at the start",
-    "eps0": "Penalty: tolerance at the start", "nu0": "Penalty: every multiplier at the start",
-    "c_rho": "Penalty: factor of rho when the tolerance test passes",
-    "c_lamb": "Penalty: factor of lambda then", "c_eps": "Penalty: factor of the tolerance then",
     "lr_decay": "Penalty: factor of every learning rate then (multi-group: 0.99)",
 }
-
-
-def setting(help: str, kind: type = int, *, default: Any = dataclasses.MISSING, resume: bool = True,
-            minimum: Optional[int] = None, **flag: Any) -> Any:
-    """A settings field: its flag's help and type, whether a resume must agree on it,
-    the smallest value allowed, and further `add_argument` keywords (``choices``,
-    ``nargs``, ``action``)."""
-    return dataclasses.field(default=default, metadata={
-        "help": help, "kind": kind, "resume": resume, "minimum": minimum, "flag": flag})
+setting = flags.setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -89,87 +77,38 @@ class RunSettings:
     def flat(self) -> dict[str, Any]:
         """Every setting in one dict, the solver's (but its fixed fields) inline: result.json's
         ``config``."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "solver"}
-        fixed = FIXED_SOLVER_FIELDS.get(self.method, {})
-        out.update({k: v for k, v in dataclasses.asdict(self.solver).items() if k not in fixed})
-        return out
-
-
-def solver_flag_names() -> list[str]:
-    """The solver config fields that are flags: those of both methods' configs, once."""
-    names = []
-    for method in METHODS:
-        fixed = FIXED_SOLVER_FIELDS.get(method, {})
-        names += [f.name for f in dataclasses.fields(solvers.config_class(method))
-                  if f.name not in fixed and f.name not in names]
-    return names
-
-
-def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
-    """``--field-name`` for a settings field (its own default, else None)."""
-    meta = field.metadata
-    kwargs = dict(meta["flag"], help=meta["help"])
-    kwargs["default"] = None if field.default is dataclasses.MISSING else field.default
-    if kwargs["default"] is not None:
-        kwargs["help"] += " (default: %(default)s)"
-    if "action" not in kwargs:
-        kwargs["type"] = meta["kind"]
-    parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, **kwargs)
+        return flags.flat(self, omit=FIXED_SOLVER_FIELDS.get(self.method, {}))
 
 
 def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
-    """A flag for every field of ``cls`` and every solver config field (`solver_flag_names`)."""
+    """A flag for every field of ``cls`` and every solver config field of `METHODS`."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    run = parser.add_argument_group("run (default: the original's value for --method, N and K)")
-    for field in dataclasses.fields(cls):
-        if field.name != "solver":
-            _add_flag(run, field)
-    group = parser.add_argument_group("solver (default: the original's value for --method)")
-    for name in solver_flag_names():
-        group.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=None,
-                           help=SOLVER_FLAG_HELP[name])
+    flags.add_flags(parser, cls, METHODS, fixed=FIXED_SOLVER_FIELDS, solver_help=SOLVER_HELP,
+                    title="settings (default: the original's value for --method, N and K)")
     return parser
 
 
-def _fill(values: dict[str, Any], table: dict[str, Any]) -> None:
-    """Set every entry of ``values`` that is None and in ``table`` to the table's value."""
-    for key, value in table.items():
-        if key in values and values[key] is None:
-            values[key] = value
+def _derive(values: dict[str, Any]) -> None:
+    """The two rules ``test_lr = lr_v`` and ``checkpoint_every = eval_every`` (module docstring)."""
+    for name, source in (("test_lr", "lr_v"), ("checkpoint_every", "eval_every")):
+        if values[name] is None:
+            values[name] = values[source]
 
 
-def original_values(experiment_name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The parsed flags with every None filled from the original's settings (module docstring)
-    and ``out`` resolved (`experiment.resolve_out_dir`)."""
+def resolve(cls: type, experiment_name: str, args: argparse.Namespace) -> RunSettings:
+    """The checked settings of a run of ``experiment_name`` from its parsed flags; ``out``
+    resolved (`experiment.resolve_out_dir`)."""
     experiment.resolve_out_dir(args, experiment_name)
-    values = dict(vars(args))
-    _fill(values, paper_defaults.defaults(experiment_name, values["method"]))
-    _fill(values, few_shot_defaults.task_defaults(experiment_name, values["method"], values["nway"],
-                                                  values["kshot"]))
-    _fill(values, {"test_lr": values["lr_v"], "checkpoint_every": values["eval_every"]})
-    return values
+    method = args.method or cls.__dataclass_fields__["method"].default
+    table = paper_defaults.defaults(experiment_name, method)
+    nway, kshot = (getattr(args, name) or table.get(name) for name in ("nway", "kshot"))
+    tables = [table, few_shot_defaults.task_defaults(experiment_name, method, nway, kshot)]
+    return flags.resolve(cls, args, tables, methods=METHODS, config_method=method,
+                         fixed=FIXED_SOLVER_FIELDS, derive=_derive)
 
 
 def solver_config(method: str, values: dict[str, Any]) -> Any:
     """The config of ``method`` from the solver fields of ``values`` and the fixed ones."""
-    fixed = FIXED_SOLVER_FIELDS.get(method, {})
-    names = {f.name for f in dataclasses.fields(solvers.config_class(method))} - set(fixed)
-    return solvers.make_config(method, **{k: v for k, v in values.items() if k in names}, **fixed)
-
-
-def check(settings: RunSettings) -> None:
-    """Raise `ExperimentError` for a setting below its field's minimum."""
-    for field in dataclasses.fields(settings):
-        minimum, value = field.metadata.get("minimum"), getattr(settings, field.name)
-        if minimum is not None and value is not None and value < minimum:
-            raise experiment.ExperimentError(
-                f"--{field.name.replace('_', '-')} must be >= {minimum}, got {value}")
-
-
-def resolve(cls: type, experiment_name: str, args: argparse.Namespace) -> RunSettings:
-    """The checked settings of a run of ``experiment_name`` from its parsed flags."""
-    values = original_values(experiment_name, args)
-    settings = cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name != "solver"},
-                   solver=solver_config(values["method"], values))
-    check(settings)
-    return settings
+    names = flags.solver_fields([method], FIXED_SOLVER_FIELDS)
+    return solvers.make_config(method, **{k: v for k, v in values.items() if k in names},
+                               **FIXED_SOLVER_FIELDS.get(method, {}))

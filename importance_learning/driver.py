@@ -99,10 +99,6 @@ def build_parser(spec: DatasetSpec) -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     experiment.add_common_flags(parser, methods=list(spec.methods) + list(BASELINES),
                                 default_method=spec.methods[0], epochs=1, lower_steps=1, resume=True)
-    for action in parser._actions:
-        if action.dest in ("epochs", "lower_steps"):
-            action.default = None
-            action.help = (action.help or "").split(" (default")[0] + " (default: the original's, per method)"
     add_flags(parser, spec.settings)
     return parser
 
@@ -351,13 +347,8 @@ class BilevelRun:
     def start(self) -> int:
         """Restore the checkpoint (``--resume``) or pre-train, initialise z and save; returns
         the epoch to continue from."""
-        from penalty_tf.checkpoints import CheckpointError
-
         if self.s.resume and self.checkpoint.exists():
-            try:
-                state = self.checkpoint.restore()
-            except CheckpointError as error:
-                raise experiment.ExperimentError(str(error)) from None
+            state = experiment.restore_checkpoint(self.checkpoint)
             self.z, self.history, self.pretrain_record = self.logits.numpy().copy(), state["history"], state["pretrain"]
             if not self.s.quiet:
                 print(f"resuming from {self.checkpoint.directory} at epoch {state['epoch']}", flush=True)

@@ -3,8 +3,8 @@
 `Settings` holds every setting of a run; its ``solver`` field is the solver's own config
 (`PenaltyConfig` or `ApproxGradConfig`, whose fields become flags too). A script may extend
 `Settings` with its own fields (``cifar10``: ``val_size``). Flags default to None and are
-filled from the original's values for the chosen ``--method``
-(`penalty_tf.paper.defaults.importance`), then from the field's own default.
+filled (`penalty_tf.paper.settings.resolve`) from the original's values for the chosen
+``--method`` (`penalty_tf.paper.defaults.importance`), then from the field's own default.
 
 Fields declared with ``resume=False`` are run control (where to write, how long, how loud):
 they may differ when a run is resumed; every other field is in the checkpoint's resume key.
@@ -17,37 +17,30 @@ import dataclasses
 import math
 from typing import Any, Optional
 
-from penalty_tf import solvers
 from penalty_tf.paper import defaults as paper_defaults
 from penalty_tf.paper import experiment
+from penalty_tf.paper import settings as flags
 
 BILEVEL_METHODS = ("penalty", "approxgrad")
 BASELINES = paper_defaults.importance.BASELINES
-#: Solver config fields that importance learning does not expose (one lower group, the
-#: applications' ApproxGrad variant).
-FIXED_SOLVER_FIELDS = ("extra_linear_step", "correction")
+#: Solver config fields that importance learning fixes (one lower group, the applications'
+#: ApproxGrad variant); they are not flags.
+FIXED_SOLVER_FIELDS = {"approxgrad": {"extra_linear_step": False, "correction": "indexed"}}
 SOLVER_HELP = {
     "lr_u": "Adam learning rate of the importance logits (upper level)",
     "lr_v": "learning rate of the classifier (lower level)",
     "lr_p": "ApproxGrad: Adam learning rate of the linear-system vector p",
-    "sig": "ApproxGrad: sigma of the linear system",
-    "rho0": "Penalty: initial rho",
-    "lamb0": "Penalty: initial lambda",
-    "eps0": "Penalty: initial tolerance eps",
-    "nu0": "Penalty: initial value of every multiplier entry",
-    "c_rho": "Penalty: rho factor on convergence",
-    "c_lamb": "Penalty: lambda factor on convergence",
-    "c_eps": "Penalty: eps factor on convergence",
-    "lr_decay": "Penalty: learning-rate factor on convergence",
 }
 
 
 def setting(help: str, kind: type = float, *, default: Any = dataclasses.MISSING, resume: bool = True,
             choices: Optional[tuple] = None) -> Any:
-    """A `Settings` field: its flag's help text, argparse type and choices, and whether a
-    resumed run must agree on it."""
-    return dataclasses.field(default=default, metadata={"help": help, "kind": kind, "resume": resume,
-                                                        "choices": choices})
+    """A `Settings` field (`penalty_tf.paper.settings.setting`): its flag's help text, argparse
+    type and choices, and whether a resumed run must agree on it."""
+    extra = {"choices": choices} if choices is not None else {}
+    if kind is bool:
+        extra["action"] = "store_true"
+    return flags.setting(help, kind, default=default, resume=resume, **extra)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -94,63 +87,28 @@ class Settings:
     def flat(self) -> dict[str, Any]:
         """Every setting in one flat dict (the solver config's fields inline), as result.json's
         ``config``."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "solver"}
-        out.update(dataclasses.asdict(self.solver))
-        return out
-
-
-def solver_fields() -> dict[str, dataclasses.Field]:
-    """The fields of every bilevel method's config that are flags, by name."""
-    out = {}
-    for method in BILEVEL_METHODS:
-        for f in dataclasses.fields(solvers.config_class(method)):
-            if f.name not in FIXED_SOLVER_FIELDS:
-                out.setdefault(f.name, f)
-    return out
+        return flags.flat(self)
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """A flag (default None) for every field of ``cls`` and of the solver configs that the
-    parser does not have yet."""
-    group = parser.add_argument_group("settings (default: the original's value for --method)")
-    have = {a.dest for a in parser._actions}
-    for f in dataclasses.fields(cls):
-        if f.name in have or f.name == "solver":
-            continue
-        meta, flag = f.metadata, "--" + f.name.replace("_", "-")
-        if meta["kind"] is bool:
-            group.add_argument(flag, action="store_true", help=meta["help"])
-        else:
-            group.add_argument(flag, type=meta["kind"], default=None, choices=meta["choices"],
-                               help=meta["help"])
-    for name in solver_fields():
-        if name not in have:
-            group.add_argument("--" + name.replace("_", "-"), type=float, default=None, help=SOLVER_HELP[name])
+    parser does not have yet; ``--epochs`` and ``--lower-steps`` default to the original's."""
+    flags.add_flags(parser, cls, BILEVEL_METHODS, fixed=FIXED_SOLVER_FIELDS, solver_help=SOLVER_HELP,
+                    reset=("epochs", "lower_steps"))
 
 
-def _resolved(name: str, given: Any, table: dict[str, Any], default: Any) -> Any:
-    """A flag's value: as given, else the original's, else the field's default."""
-    if given is not None:
-        return given
-    if name in table:
-        return table[name]
-    if default is dataclasses.MISSING:
-        raise ValueError(f"no value for setting {name!r}: add it to penalty_tf.paper.defaults.importance")
-    return default
+def _derive(values: dict[str, Any]) -> None:
+    """ApproxGrad's linear-system steps default to its lower steps, as in the original."""
+    if values["method"] == "approxgrad" and not values["linear_steps"]:
+        values["linear_steps"] = values["lower_steps"]
 
 
 def from_args(cls: type, experiment_name: str, args: argparse.Namespace) -> Settings:
     """The run's `Settings` from parsed flags, unset ones filled with the original's values for
     the method (baselines: the Penalty values); validated."""
-    table = paper_defaults.defaults(experiment_name, args.method)
-    values = {f.name: _resolved(f.name, getattr(args, f.name), table, f.default)
-              for f in dataclasses.fields(cls) if f.name != "solver"}
-    if values["method"] == "approxgrad" and not values["linear_steps"]:
-        values["linear_steps"] = values["lower_steps"]
-    config_cls = solvers.config_class(args.method if args.method in BILEVEL_METHODS else "penalty")
-    fields = {f.name: _resolved(f.name, getattr(args, f.name, None), table, f.default)
-              for f in dataclasses.fields(config_cls)}
-    settings = cls(**values, solver=config_cls(**fields))
+    settings = flags.resolve(cls, args, [paper_defaults.defaults(experiment_name, args.method)],
+                             methods=BILEVEL_METHODS, fixed=FIXED_SOLVER_FIELDS, derive=_derive,
+                             config_method=args.method if args.method in BILEVEL_METHODS else "penalty")
     validate(settings)
     return settings
 
