@@ -14,13 +14,12 @@ download, and raise `DataError` for a missing, truncated or malformed file.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-from penalty_tf.datasets.lookup import DataError, find_file
+from penalty_tf.datasets.lookup import DataError, find_file, read_npz
 
 DOGFISH_FILE = "dataset_dog-fish_train-900_test-300.npz"
 TRAIN_FEATURES = "X_train_features_inception.npy"
@@ -55,17 +54,8 @@ def load_dogfish(data_dir: Optional[str] = None, *, image_size: Optional[int] = 
 
 def validate_dogfish(path: Path, *, image_size: Optional[int] = None) -> DogFish:
     """Read ``path``; check keys, shapes, ranges and labels; `DataError` if anything is off."""
-    keys = ("X_train", "Y_train", "X_test", "Y_test")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in keys if k not in data.files]
-            if missing:
-                raise DataError(f"{path} is not the dog-fish .npz: keys {missing} are missing "
-                                f"(found {sorted(data.files)}). {HOW_TO_GET}")
-            arrays = {k: data[k] for k in keys}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path} is truncated or not an .npz file ({error}); get it again. "
-                        f"{HOW_TO_GET}") from error
+    arrays = read_npz(path, ("X_train", "Y_train", "X_test", "Y_test"), "the dog-fish .npz",
+                      f". {HOW_TO_GET}", f"get it again. {HOW_TO_GET}")
     for split in ("train", "test"):
         x, y = arrays[f"X_{split}"], arrays[f"Y_{split}"]
         if x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] != x.shape[2] or len(x) == 0:

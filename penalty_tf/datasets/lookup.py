@@ -52,3 +52,24 @@ def find_file(filename: str, data_dir: Optional[os.PathLike | str] = None, *,
     where = "\n  ".join(str(p) for p in tried)
     raise DataError(f"{filename} not found. Looked in:\n  {where}\n{problem} {how_to_get}".rstrip()
                     + f"\nPass --data-dir DIR or set {ENV_VAR}=DIR to the directory holding it.")
+
+
+def read_npz(path: Path, keys: Sequence[str], what: str, on_missing: str, on_corrupt: str) -> dict:
+    """The arrays ``keys`` of the .npz file ``path`` (pickles refused).
+
+    `DataError` if a key is missing (the message names them, says the file is not ``what``
+    and adds ``on_missing``) or the file is truncated or not an .npz (then ``on_corrupt``).
+    """
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in keys if k not in data.files]
+            if missing:
+                raise DataError(f"{path} is not {what}: keys {missing} are missing "
+                                f"(found {sorted(data.files)}){on_missing}")
+            return {k: data[k] for k in keys}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise DataError(f"{path} is truncated or not an .npz file ({error}); {on_corrupt}") from error

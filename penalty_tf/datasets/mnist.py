@@ -3,13 +3,12 @@ x_test (10000, 28, 28), y_test."""
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-from penalty_tf.datasets.lookup import DataError, find_file
+from penalty_tf.datasets.lookup import DataError, find_file, read_npz
 
 MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
@@ -39,16 +38,7 @@ def load_mnist(data_dir: Optional[str] = None, *, download: bool = True) -> Mnis
 
 def validate_mnist(path: Path) -> Mnist:
     """Read ``path`` and check keys, shapes, dtypes and ranges; `DataError` if anything is off."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = sorted(set(SHAPES) - set(data.files))
-            if missing:
-                raise DataError(f"{path} is not Keras' mnist.npz: keys {missing} are missing "
-                                f"(found {sorted(data.files)})")
-            arrays = {k: data[k] for k in SHAPES}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path} is truncated or not an .npz file ({error}); delete it and "
-                        "download it again") from error
+    arrays = read_npz(path, sorted(SHAPES), "Keras' mnist.npz", "", "delete it and download it again")
     for key, shape in SHAPES.items():
         if arrays[key].shape != shape:
             raise DataError(f"{path}: {key} has shape {arrays[key].shape}, expected {shape}")
