@@ -27,10 +27,19 @@ import tensorflow as tf
 
 from penalty_tf.solvers.monitor import NonFiniteError
 
+#: Outputs of a step that are the NaN monitor's bookkeeping, not quantities of the problem.
+MONITOR_OUTPUTS = ("status", "failed_iteration")
+
+
+def step_values(out: dict[str, Any]) -> dict[str, float]:
+    """A step's outputs as floats, without the monitor's `MONITOR_OUTPUTS`."""
+    return {k: float(v) for k, v in out.items() if k not in MONITOR_OUTPUTS}
+
+
 def batch_logs(solver: Any, out: dict[str, tf.Tensor]) -> dict[str, float]:
-    """A step's outputs as floats (without ``status``), plus ``lr_upper``/``lr_lower``
-    (``lr_upper_<i>`` per group when a level has several)."""
-    logs = {k: float(v) for k, v in out.items() if k not in ("status", "failed_iteration")}
+    """`step_values` of a step, plus ``lr_upper``/``lr_lower`` (``lr_upper_<i>`` per group
+    when a level has several)."""
+    logs = step_values(out)
     rates_by_level = solver.learning_rates()
     for name in ("upper", "lower"):
         rates = rates_by_level.get(name, [])

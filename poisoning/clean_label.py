@@ -45,7 +45,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
-from penalty_tf import losses, optimizers, solvers
+from penalty_tf import losses, optimizers, solvers, training
 from penalty_tf.paper import experiment, published as paper
 from penalty_tf.problem import BilevelProblem
 from poisoning import runs, settings as run_settings
@@ -303,7 +303,7 @@ class Attack:
             out = self.solver.steps(batch, n, self.settings.lower_steps)
             state["timings"]["bilevel_s"] += time.perf_counter() - start
             current["updates"] += n
-            current["final"] = runs.solver_outputs(out)
+            current["final"] = training.step_values(out)
             self.updates_run += n
             if current["updates"] % every == 0 or current["updates"] == epochs:
                 checkpoint.save(**state)

@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from penalty_tf import losses, optimizers, solvers
+from penalty_tf import losses, optimizers, solvers, training
 from penalty_tf.paper import experiment, published as paper
 from penalty_tf.problem import BilevelProblem
 from poisoning import runs, settings as run_settings
@@ -255,7 +255,7 @@ def run_bilevel(solver: solvers.BilevelSolver, problem: PoisoningProblem, settin
         timings["bilevel_s"] = timings.get("bilevel_s", 0.0) + elapsed
         timings["ms_per_update"] = 1000.0 * loop_s / max(loop_updates, 1)
         first, done = False, stop
-        state.update(updates=done, final=runs.solver_outputs(out))
+        state.update(updates=done, final=training.step_values(out))
         bar.update(done, values=[(k, state["final"][k]) for k in ("f", "rho") if k in state["final"]])
         if done % options.checkpoint_every == 0 or done == settings.epochs:
             checkpoint.save(**state)
@@ -286,7 +286,8 @@ def run_attack(splits: Splits, *, method: str, settings: Settings, upper_sign: f
     ``splits``, validation points with flipped labels, are added as they are), retraining.
 
     ``metric(problem)`` evaluates the current classifier (e.g. test accuracy). Resumes from
-    the checkpoint under ``--resume``; returns None when ``--stop-after`` ended the run.
+    the checkpoint under ``--resume``; returns None when ``--stop-after`` ended the run (for
+    label flipping: after the clean training, whatever its value).
     """
     problem = PoisoningProblem(splits, upper_sign, np.random.default_rng([seed, 1]))
     solver = make_solver(method, problem, settings, jit_compile=jit_compile)
@@ -297,6 +298,8 @@ def run_attack(splits: Splits, *, method: str, settings: Settings, upper_sign: f
     if state is None:
         state = train_clean(problem, splits, settings, metric, options.quiet)
         checkpoint.save(**state)
+    if solver is None and options.stop_after is not None:
+        return None   # label flipping has no bilevel phase: a kill test stops after clean training
     linear_steps = {"linear_steps": settings.linear_steps} if method == "approxgrad" else {}
     if solver is not None and not run_bilevel(solver, problem, settings, state, checkpoint, options,
                                               linear_steps=linear_steps):
@@ -389,3 +392,41 @@ def write_outputs(out: Path, name: str, args: argparse.Namespace, splits: Splits
                                       metrics=metrics, published=published, wall_time_s=wall)
     runs.remove_checkpoint(runs.RunOptions.from_args(args, out))
     return written
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackReport:
+    """How an MNIST attack is scored: the sign of its upper loss, the test metric (percent
+    of the test set the classifier gets right) and the names result.json gives it before and
+    after poisoning and to the change the attack aims for."""
+
+    name: str            # the experiment, e.g. "poisoning.untargeted"
+    upper_sign: float    # -1: maximise the validation loss (untargeted); +1: minimise (targeted)
+    metric: str          # "test_accuracy" / "success_rate"
+    clean: str
+    poisoned: str
+    gain: str            # clean - poisoned (untargeted) or poisoned - clean (targeted)
+    headline: str        # what the printed line calls the metric
+
+
+def attack_and_report(args: argparse.Namespace, settings: Settings, options: runs.RunOptions, out: Path,
+                      splits: Splits, report: AttackReport, start: float) -> dict[str, Any]:
+    """`run_attack` on ``splits``, then result.json (and the poisons) as ``report`` names them;
+    {} when ``--stop-after`` ended the run (tests: a killed run)."""
+
+    def metric(problem):
+        return {report.metric: 100.0 * problem.accuracy(splits.x_test, splits.y_test)}
+
+    result = run_attack(splits, method=args.method, settings=settings, upper_sign=report.upper_sign,
+                        metric=metric, seed=args.seed, options=options, jit_compile=args.xla)
+    if result is None:
+        return {}
+    clean, poisoned = result["clean"][report.metric], result["poisoned"][report.metric]
+    gain = poisoned - clean if report.upper_sign > 0 else clean - poisoned
+    metrics = {report.clean: clean, report.poisoned: poisoned, report.gain: gain, **run_metrics(result, splits)}
+    kind = report.name.split(".")[-1]
+    if not args.quiet:
+        print(f"{kind} {args.method}, {settings.npoison} poisons: {report.headline} "
+              f"{clean:.2f} % (clean) -> {poisoned:.2f} % (poisoned)")
+    return write_outputs(out, report.name, args, splits, result, metrics, time.perf_counter() - start,
+                         f"{kind} {args.method}: originals (true label) above poisons (poison label)")

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from penalty_tf.checkpoints import CheckpointError, RunCheckpoint
+from penalty_tf.checkpoints import RunCheckpoint
 from penalty_tf.paper import experiment
 
 #: Flags that may differ between a checkpoint and its resumption.
@@ -66,18 +66,10 @@ def open_checkpoint(options: RunOptions, rngs: Mapping[str, np.random.Generator]
     afresh). A checkpoint of other settings is an `ExperimentError` naming them."""
     checkpoint = RunCheckpoint(options.checkpoint_dir, options.config, ignore=RUN_ONLY,
                                rngs=rngs, **trackables)
-    try:
-        state = checkpoint.restore() if options.resume else None
-    except CheckpointError as error:
-        raise experiment.ExperimentError(str(error)) from error
+    state = experiment.restore_checkpoint(checkpoint) if options.resume else None
     return checkpoint, state
 
 
 def remove_checkpoint(options: RunOptions) -> None:
     """Delete the checkpoint directory (after result.json is written: the run is complete)."""
     shutil.rmtree(options.checkpoint_dir, ignore_errors=True)
-
-
-def solver_outputs(out: Mapping[str, Any]) -> dict[str, float]:
-    """A solver step's outputs as floats, without the monitor's ``status`` and ``failed_iteration``."""
-    return {k: float(v) for k, v in out.items() if k not in ("status", "failed_iteration")}

@@ -121,6 +121,11 @@ def make_splits(mnist, npoison: int, method: str, flip: str = "eights") -> commo
                          true_labels)
 
 
+REPORT = common.AttackReport(NAME, upper_sign=1.0, metric="success_rate", clean="clean_success_rate",
+                             poisoned="attack_success_rate", gain="success_gain",
+                             headline="test eights classified as 3:")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m poisoning.targeted",
                                      description=__doc__.split("\n\n")[0])
@@ -144,25 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     start = time.perf_counter()
     splits = make_splits(load_mnist(args.data_dir), settings.npoison, args.method, args.flip)
-
-    def metric(problem):
-        return {"success_rate": 100.0 * problem.accuracy(splits.x_test, splits.y_test)}
-
-    result = common.run_attack(splits, method=args.method, settings=settings, upper_sign=1.0,
-                               metric=metric, seed=args.seed, options=options, jit_compile=args.xla)
-    if result is None:   # --stop-after (tests: a killed run)
-        return {}
-    clean, poisoned = result["clean"]["success_rate"], result["poisoned"]["success_rate"]
-    metrics = {"clean_success_rate": clean, "attack_success_rate": poisoned,
-               "success_gain": poisoned - clean,
-               **common.run_metrics(result, splits)}
-    if not args.quiet:
-        print(f"targeted {args.method}, {settings.npoison} poisons: test eights classified as 3: "
-              f"{clean:.2f} % (clean) -> {poisoned:.2f} % (poisoned)")
-    return common.write_outputs(out, NAME, args, splits, result, metrics,
-                                time.perf_counter() - start,
-                                f"targeted {args.method}: originals (true label) above poisons "
-                                "(poison label)")
+    return common.attack_and_report(args, settings, options, out, splits, REPORT, start)
 
 
 if __name__ == "__main__":

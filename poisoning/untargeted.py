@@ -80,6 +80,10 @@ def make_splits(mnist, npoison: int, method: str) -> common.Splits:
                          wrong_labels(source_labels), source_labels)
 
 
+REPORT = common.AttackReport(NAME, upper_sign=-1.0, metric="test_accuracy", clean="clean_test_accuracy",
+                             poisoned="poisoned_test_accuracy", gain="accuracy_drop", headline="test accuracy")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m poisoning.untargeted",
                                      description=__doc__.split("\n\n")[0])
@@ -94,25 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     start = time.perf_counter()
     splits = make_splits(load_mnist(args.data_dir), settings.npoison, args.method)
-
-    def metric(problem):
-        return {"test_accuracy": 100.0 * problem.accuracy(splits.x_test, splits.y_test)}
-
-    result = common.run_attack(splits, method=args.method, settings=settings, upper_sign=-1.0,
-                               metric=metric, seed=args.seed, options=options, jit_compile=args.xla)
-    if result is None:   # --stop-after (tests: a killed run)
-        return {}
-    clean, poisoned = result["clean"]["test_accuracy"], result["poisoned"]["test_accuracy"]
-    metrics = {"clean_test_accuracy": clean, "poisoned_test_accuracy": poisoned,
-               "accuracy_drop": clean - poisoned,
-               **common.run_metrics(result, splits)}
-    if not args.quiet:
-        print(f"untargeted {args.method}, {settings.npoison} poisons: test accuracy "
-              f"{clean:.2f} % (clean) -> {poisoned:.2f} % (poisoned)")
-    return common.write_outputs(out, NAME, args, splits, result, metrics,
-                                time.perf_counter() - start,
-                                f"untargeted {args.method}: originals (true label) above poisons "
-                                "(poison label)")
+    return common.attack_and_report(args, settings, options, out, splits, REPORT, start)
 
 
 if __name__ == "__main__":
