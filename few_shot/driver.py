@@ -54,14 +54,14 @@ def restore(checkpoint, s: RunSettings):
     """The `Record` to continue from: the checkpoint's with ``--resume`` (if there is one),
     else a fresh one. A checkpoint of other settings or a damaged one is an `ExperimentError`."""
     from few_shot.loop import Record
-    from penalty_tf.checkpoints import CheckpointError
-
     if not (s.resume and checkpoint.exists()):
         return Record()
+    hint = "; use another --out or drop --resume"
+    state = experiment.restore_checkpoint(checkpoint, hint)
     try:
-        record = Record.from_state(checkpoint.restore())
-    except (CheckpointError, KeyError) as error:
-        raise experiment.ExperimentError(f"{error}; use another --out or drop --resume") from None
+        record = Record.from_state(state)
+    except KeyError as error:
+        raise experiment.ExperimentError(f"{checkpoint.sidecar} has no {error}{hint}") from None
     if not s.quiet:
         print(f"resumed from {checkpoint.directory} at meta-iteration {record.done}")
     return record

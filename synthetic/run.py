@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from penalty_tf import solvers
-from penalty_tf.checkpoints import CheckpointError, RunCheckpoint
+from penalty_tf.checkpoints import RunCheckpoint
 from penalty_tf.paper import experiment, published as paper
 from penalty_tf.paper.defaults import synthetic as original
 from synthetic.problems import ALL_EXAMPLES, EXAMPLES, SyntheticProblem, make_problem
@@ -220,10 +220,7 @@ class MethodRuns:
         if not self.args.resume:
             shutil.rmtree(checkpoint.directory, ignore_errors=True)
             return 0
-        try:
-            state = checkpoint.restore()
-        except CheckpointError as error:
-            raise experiment.ExperimentError(str(error)) from None
+        state = experiment.restore_checkpoint(checkpoint)
         return 0 if state is None else state["trials"]
 
     def _compile(self) -> None:

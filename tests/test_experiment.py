@@ -328,6 +328,24 @@ def test_run_main_turns_experiment_error_into_exit_2(capsys):
     assert capsys.readouterr().err == "error: mnist.npz not found in /nowhere\n"
 
 
+def test_run_main_reports_a_damaged_checkpoint_and_keeps_it(tmp_path, capsys):
+    import tensorflow as tf
+
+    from penalty_tf.checkpoints import RunCheckpoint
+
+    directory = tmp_path / "checkpoint"
+    RunCheckpoint(directory, {"lr": 0.1}, w=tf.Variable(1.0)).save(epoch=3)
+    sidecar = directory / "run.json"
+    sidecar.write_text(sidecar.read_text()[:20])          # truncated, as by a full disk
+    with pytest.raises(SystemExit) as exit_info:
+        ex.run_main(lambda: ex.restore_checkpoint(RunCheckpoint(directory, {"lr": 0.1}, w=tf.Variable(2.0)),
+                                                    "; drop --resume"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot resume") and "run.json" in err and err.strip().endswith("drop --resume")
+    assert sidecar.read_text() and sorted(p.name for p in directory.iterdir())  # nothing deleted
+
+
 def test_run_main_passes_return_status_and_other_errors():
     with pytest.raises(SystemExit) as exit_info:
         ex.run_main(lambda: 3)

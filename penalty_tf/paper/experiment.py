@@ -343,19 +343,40 @@ class Timer:
 # ------------------------------------------------------------------- entry point
 
 
+def restore_checkpoint(checkpoint: Any, hint: str = "") -> Optional[dict[str, Any]]:
+    """``checkpoint.restore()`` (a `penalty_tf.checkpoints.RunCheckpoint`): its sidecar state,
+    or None if there is none; a damaged checkpoint or one of other settings is an
+    `ExperimentError` with the checkpoint's message and ``hint``."""
+    from penalty_tf.checkpoints import CheckpointError
+
+    try:
+        return checkpoint.restore()
+    except CheckpointError as error:
+        raise ExperimentError(f"{error}{hint}") from None
+
+
+def _user_errors() -> tuple[type, ...]:
+    """The errors that are the user's to fix (bad flags, data, checkpoint), not bugs. The
+    checkpoint module is consulted only if loaded (it imports TensorFlow; unloaded, it
+    cannot have raised)."""
+    from penalty_tf.datasets.lookup import DataError
+
+    errors: tuple[type, ...] = (ExperimentError, DataError)
+    checkpoints = sys.modules.get("penalty_tf.checkpoints")
+    return errors + (checkpoints.CheckpointError,) if checkpoints is not None else errors
+
+
 def run_main(main_fn: Callable[[], Any]) -> None:
     """Run a script's ``main`` and turn :class:`ExperimentError` into a clean exit.
 
-    On ``ExperimentError`` (or a dataset's `DataError`) prints ``error: <message>`` to stderr and exits with
+    On ``ExperimentError`` (or a dataset's `DataError`, a checkpoint's `CheckpointError`) prints ``error: <message>`` to stderr and exits with
     status 2 (as argparse does for bad flags), without a traceback. Any other
     exception propagates unchanged (a bug should show its traceback). If ``main_fn``
     returns an int, it is used as the exit status.
     """
-    from penalty_tf.datasets.lookup import DataError
-
     try:
         status = main_fn()
-    except (ExperimentError, DataError) as error:
+    except _user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     if isinstance(status, int) and not isinstance(status, bool):
