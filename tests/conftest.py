@@ -52,6 +52,28 @@ def shared_data_dir() -> Path:
     return path
 
 
+@pytest.fixture
+def random_stop(request):
+    """``draw(low, high)``: a random kill point in [low, high) for the kill-and-resume tests.
+
+    Each test draws from its own generator seeded by ``$PENALTY_TF_TEST_SEED`` if set (to
+    replay a failure), else by a fresh random seed; the seed and the point are printed and
+    attached to the test's report, so a failing draw can be replayed exactly.
+    """
+    import numpy as np
+
+    seed = int(os.environ.get("PENALTY_TF_TEST_SEED") or np.random.SeedSequence().entropy % 2**32)
+
+    def draw(low: int, high: int) -> int:
+        point = int(np.random.default_rng(seed).integers(low, high))
+        note = f"kill point {point} of [{low}, {high}) (replay: PENALTY_TF_TEST_SEED={seed})"
+        print(note)
+        request.node.user_properties.append(("random_stop", note))
+        return point
+
+    return draw
+
+
 _skipped: list[tuple[str, str]] = []
 
 

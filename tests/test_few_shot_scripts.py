@@ -103,11 +103,11 @@ def _without_timings(result):
 KILLED = ["--iterations", "5", "--eval-every", "4", "--checkpoint-every", "2", "--seed", "3"]
 
 
-def _killed_and_resumed(main, data, tmp_path, *flags):
+def _killed_and_resumed(main, data, tmp_path, random_stop, *flags):
     """Run ``flags`` uninterrupted, then stopped (as if killed) after a random meta-iteration
     and ``--resume``d: the same evaluations, checkpoint tensors and random streams. Returns
     the uninterrupted result."""
-    stop = int(np.random.default_rng().integers(1, 5))
+    stop = random_stop(1, 5)
     full = main(data, tmp_path / "full", *KILLED, *flags)
     assert main(data, tmp_path / "cut", *KILLED, *flags, "--stop-after", str(stop)) == {}, stop
     resumed = main(data, tmp_path / "cut", *KILLED, *flags, "--resume")
@@ -120,14 +120,14 @@ def _killed_and_resumed(main, data, tmp_path, *flags):
     return full
 
 
-def test_omniglot_killed_and_resumed_equals_uninterrupted(omniglot_dir, tmp_path):
-    _killed_and_resumed(_omniglot, omniglot_dir, tmp_path, "--method", "approxgrad")
+def test_omniglot_killed_and_resumed_equals_uninterrupted(omniglot_dir, tmp_path, random_stop):
+    _killed_and_resumed(_omniglot, omniglot_dir, tmp_path, random_stop, "--method", "approxgrad")
 
 
-def test_miniimagenet_end_to_end_killed_and_resumed_equals_uninterrupted(miniimagenet_dir, tmp_path):
+def test_miniimagenet_end_to_end_killed_and_resumed_equals_uninterrupted(miniimagenet_dir, tmp_path, random_stop):
     """Penalty with eps0 = 1e8: its tolerance test passes, so rho, lambda, eps and the
     learning rates change and must come back from the checkpoint."""
-    result = _killed_and_resumed(_miniimagenet, miniimagenet_dir, tmp_path, "--method", "penalty",
+    result = _killed_and_resumed(_miniimagenet, miniimagenet_dir, tmp_path, random_stop, "--method", "penalty",
                                  "--eps0", "1e8")
     assert [e["iteration"] for e in result["metrics"]["evaluations"]] == [4, 5]
     assert result["metrics"]["final"]["solver_state"]["lr_lower"][0] < 1e-3     # the schedule fired

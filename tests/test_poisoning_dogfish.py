@@ -248,7 +248,7 @@ def test_clean_label_end_to_end(dogfish_run):
     assert (out / "triples.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_clean_label_kill_at_a_random_update_and_resume(dogfish_run, tmp_path):
+def test_clean_label_kill_at_a_random_update_and_resume(dogfish_run, tmp_path, random_stop):
     # Subprocesses with deterministic kernels without oneDNN: InceptionV3's gradients are
     # otherwise not reproducible bit for bit from one process to the next.
     root = dogfish_run[0]
@@ -259,7 +259,7 @@ def test_clean_label_kill_at_a_random_update_and_resume(dogfish_run, tmp_path):
     # Uninterrupted, one graph call per target; the cut run checkpoints every 3 updates.
     assert _run("poisoning.clean_label", argv + ["--out", str(tmp_path / "full")], env).returncode == 0
     cut = argv + ["--out", str(tmp_path / "cut"), "--checkpoint-every", "3"]
-    stop = int(np.random.default_rng().integers(1, 12))   # 3 or 4 targets x 4 updates
+    stop = random_stop(1, 12)   # 3 or 4 targets x 4 updates
     proc = _run("poisoning.clean_label", cut + ["--stop-after", str(stop)], env)
     assert proc.returncode == 0 and (tmp_path / "cut" / "checkpoint" / "run.json").is_file(), proc.stderr
     assert _run("poisoning.clean_label", cut + ["--resume"], env).returncode == 0

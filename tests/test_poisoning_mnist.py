@@ -253,12 +253,12 @@ def _kill_and_resume(script, argv, out, stop_after):
 
 
 @pytest.mark.parametrize("script,method", [(untargeted, "penalty"), (targeted, "penalty")])
-def test_penalty_kill_at_a_random_update_and_resume(script, method, shared_data_dir, tmp_path):
+def test_penalty_kill_at_a_random_update_and_resume(script, method, shared_data_dir, tmp_path, random_stop):
     argv = ["--method", method, "--npoison", "10", "--epochs", "23", "--lower-steps", "2",
             "--retrain-steps", "30", "--checkpoint-every", "5", "--quiet",
             "--data-dir", str(shared_data_dir)]
     full = script.main(argv + ["--out", str(tmp_path / "full")])
-    stop = int(np.random.default_rng().integers(1, 23))   # a random point of the bilevel phase
+    stop = random_stop(1, 23)   # a random point of the bilevel phase
     resumed = _kill_and_resume(script, argv, tmp_path / "cut", stop)
     assert _metrics_without_timings(resumed) == _metrics_without_timings(full), f"stopped after {stop}"
     with np.load(tmp_path / "full" / "poisons.npz") as a, np.load(tmp_path / "cut" / "poisons.npz") as b:
@@ -274,6 +274,18 @@ def test_approxgrad_resume_across_the_lr_halving(shared_data_dir, tmp_path):
     full = untargeted.main(argv + ["--out", str(tmp_path / "full")])
     resumed = _kill_and_resume(untargeted, argv, tmp_path / "cut", 1003)
     assert _metrics_without_timings(resumed) == _metrics_without_timings(full)
+
+
+@pytest.mark.parametrize("script", [untargeted, targeted])
+def test_label_flip_killed_after_clean_training_resumes_to_the_same_result(script, shared_data_dir, tmp_path):
+    # Label flipping has no bilevel phase: the kill point is after the clean training's
+    # checkpoint; the resumed run retrains from the restored classifier and generator.
+    argv = ["--method", "label-flip", "--npoison", "10", "--retrain-steps", "30", "--quiet",
+            "--data-dir", str(shared_data_dir)]
+    full = script.main(argv + ["--out", str(tmp_path / "full")])
+    resumed = _kill_and_resume(script, argv, tmp_path / "cut", 1)
+    assert _metrics_without_timings(resumed) == _metrics_without_timings(full)
+    assert resumed["metrics"]["clean_test_accuracy" if script is untargeted else "clean_success_rate"] > 0
 
 
 def test_resume_refuses_other_settings(shared_data_dir, tmp_path):
