@@ -346,14 +346,25 @@ class BilevelRun:
 
     def start(self) -> int:
         """Restore the checkpoint (``--resume``) or pre-train, initialise z and save; returns
-        the epoch to continue from."""
+        the epoch to continue from.
+
+        ``--resume`` without a checkpoint starts afresh; with a damaged one (unreadable
+        sidecar or TF files, or TF files without the sidecar naming them) it is an
+        `ExperimentError` that deletes nothing. Only a run without ``--resume`` replaces the
+        checkpoint directory."""
+        directory = self.checkpoint.directory
         if self.s.resume and self.checkpoint.exists():
             state = experiment.restore_checkpoint(self.checkpoint)
             self.z, self.history, self.pretrain_record = self.logits.numpy().copy(), state["history"], state["pretrain"]
             if not self.s.quiet:
-                print(f"resuming from {self.checkpoint.directory} at epoch {state['epoch']}", flush=True)
+                print(f"resuming from {directory} at epoch {state['epoch']}", flush=True)
             return state["epoch"]
-        shutil.rmtree(self.checkpoint.directory, ignore_errors=True)
+        if self.s.resume and any(directory.glob("ckpt-*")):
+            raise experiment.ExperimentError(
+                f"cannot resume: {directory} holds checkpoint files but no {self.checkpoint.sidecar.name} "
+                "naming them (a run killed while writing its first checkpoint, or a damaged directory); "
+                "remove the directory, or run without --resume to start afresh")
+        shutil.rmtree(directory, ignore_errors=True)
         self.pretrain()
         self.save(self.s.first_epoch)
         return self.s.first_epoch

@@ -64,6 +64,52 @@ def _checkpointed_accuracy(out, model, x, y):
     return 100.0 * np.mean(predicted == y)
 
 
+def _saved(out):
+    """Every tensor of the run's last checkpoint by name, and its sidecar."""
+    import tensorflow as tf
+
+    sidecar = _sidecar(out)
+    reader = tf.train.load_checkpoint(str(out / driver.CHECKPOINT / sidecar["checkpoint"]))
+    names = [n for n in reader.get_variable_to_shape_map() if n != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    return {n: reader.get_tensor(n) for n in names}, sidecar
+
+
+def _files(out):
+    """Every file under ``out`` with its bytes (what a refused resume must leave alone)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _killed_and_resumed(main, flags, tmp_path, random_stop, request, epochs):
+    """Run ``flags`` (``epochs`` epochs) uninterrupted, then stopped after a random number of
+    finished epochs in [0, epochs) (0: right after the pre-training and the first save) as
+    a killed run would be, then ``--resume``d in the same directory. A kill inside an epoch
+    loses that epoch's steps, which the resumed run repeats from the last save, so stopping
+    at epoch boundaries covers every kill point. The resumed run must give result.json's
+    metrics (without timings), importances.npz, every tensor of the final checkpoint and the
+    random stream exactly as the uninterrupted one. Returns the uninterrupted result."""
+    stop = random_stop(0, epochs)
+    replay = request.node.user_properties[-1][1]      # the point and PENALTY_TF_TEST_SEED to replay it
+    full_dir, cut = tmp_path / "full", tmp_path / "cut"
+    full = main(flags + ["--out", str(full_dir)])
+    assert main(flags + ["--out", str(cut), "--stop-after", str(stop)]) == {}, replay
+    assert not (cut / "result.json").exists(), replay
+    assert _sidecar(cut)["state"]["epoch"] == full["config"]["first_epoch"] + stop, replay
+    resumed = main(flags + ["--out", str(cut), "--resume"])
+    assert len(full["metrics"]["epochs"]) == epochs, replay
+    assert _metrics(full) == _metrics(resumed), replay
+    a, b = np.load(full_dir / "importances.npz"), np.load(cut / "importances.npz")
+    assert sorted(a.files) == sorted(b.files), replay
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=f"importances.npz {name}; {replay}")
+    (tensors_a, sidecar_a), (tensors_b, sidecar_b) = _saved(full_dir), _saved(cut)
+    assert sorted(tensors_a) == sorted(tensors_b) and len(tensors_a) > 10, replay
+    for name in tensors_a:
+        np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=f"{name}; {replay}")
+    assert sidecar_a["rngs"] == sidecar_b["rngs"], replay
+    assert sidecar_a["state"]["epoch"] == sidecar_b["state"]["epoch"] == full["config"]["first_epoch"] + epochs
+    return full
+
+
 # ------------------------------------------------------------------ generated datasets
 
 
@@ -92,6 +138,17 @@ def svhn_dir(tmp_path_factory):
             y = np.concatenate([np.arange(1, 11), rng.integers(1, 11, n - 10)]).reshape(-1, 1)
         x = rng.integers(0, 256, (32, 32, 3, n)).astype(np.uint8)
         io.savemat(root / name, {"X": x, "y": y.astype(np.uint8)})
+    return root
+
+
+@pytest.fixture(scope="module")
+def svhn_h5_dir(svhn_dir, tmp_path_factory):
+    """The generated SVHN files converted by ``svhn_preprocess`` (100 training points at
+    --batch-size 50, 50 validation, 30 test)."""
+    from importance_learning import svhn_preprocess
+
+    root = tmp_path_factory.mktemp("svhn_h5")
+    svhn_preprocess.main(["--data-dir", str(svhn_dir), "--out-dir", str(root), "--val-per-class", "5"])
     return root
 
 
@@ -185,24 +242,99 @@ def test_baselines(shared_data_dir, tmp_path):
         assert m["test_accuracy"] > 25 and m["training_epochs"] == 1
 
 
-def test_resume_equals_uninterrupted(shared_data_dir, tmp_path):
+def test_mnist_small_killed_and_resumed_equals_uninterrupted(shared_data_dir, tmp_path, random_stop, request):
     from importance_learning import mnist_small
     from penalty_tf.paper.experiment import ExperimentError
 
-    common = ["--data-dir", str(shared_data_dir), "--train-size", "400", "--retrain-epochs", "1",
-              "--batch-size", "100", "--epochs", "3", "--pretrain-epochs", "1", "--lower-steps", "2", "--quiet"]
-    full = mnist_small.main(common + ["--out", str(tmp_path / "full")])
-    assert mnist_small.main(common + ["--out", str(tmp_path / "cut"), "--stop-after", "1"]) == {}
-    assert not (tmp_path / "cut" / "result.json").exists()
-    assert _sidecar(tmp_path / "cut")["state"]["epoch"] == 1
-    resumed = mnist_small.main(common + ["--out", str(tmp_path / "cut"), "--resume"])
-    a = np.load(tmp_path / "full" / "importances.npz")["logits"]
-    b = np.load(tmp_path / "cut" / "importances.npz")["logits"]
-    np.testing.assert_array_equal(a, b)
-    assert _metrics(full) == _metrics(resumed)
+    flags = ["--data-dir", str(shared_data_dir), "--train-size", "400", "--retrain-epochs", "1",
+             "--batch-size", "100", "--epochs", "3", "--pretrain-epochs", "1", "--lower-steps", "2", "--quiet"]
+    full = _killed_and_resumed(mnist_small.main, flags, tmp_path, random_stop, request, epochs=3)
+    assert full["metrics"]["retrain_test_accuracy"] == full["metrics"]["test_accuracy"]
     # resuming with other settings is refused, naming the setting
     with pytest.raises(ExperimentError, match="other settings.*noise"):
-        mnist_small.main(common + ["--out", str(tmp_path / "cut"), "--resume", "--noise", "0.25"])
+        mnist_small.main(flags + ["--out", str(tmp_path / "cut"), "--resume", "--noise", "0.25"])
+
+
+#: The MNIST CNN at a tiny budget: 2 minibatches of 100 per epoch, 3 epochs.
+MNIST_CNN_TINY = ["--train-size", "200", "--test-size", "100", "--batch-size", "100", "--epochs", "3",
+                  "--pretrain-epochs", "1", "--lower-steps", "1", "--quiet"]
+
+
+@pytest.mark.xfail(reason="known defect, issue 13 open: the resumed CNN run differs from the uninterrupted one at "
+                          "float32 round-off (mean_importance ~1e-8 relative); cause not found yet", strict=False)
+def test_mnist_cnn_penalty_killed_and_resumed_equals_uninterrupted(shared_data_dir, tmp_path, random_stop, request):
+    """eps0 = 1e6: the tolerance test passes at every upper iteration, so rho, lambda, eps,
+    nu and both learning rates change every step and must come back from the checkpoint."""
+    from importance_learning import mnist
+
+    flags = ["--data-dir", str(shared_data_dir), *MNIST_CNN_TINY, "--method", "penalty", "--eps0", "1e6"]
+    full = _killed_and_resumed(mnist.main, flags, tmp_path, random_stop, request, epochs=3)
+    epochs = full["metrics"]["epochs"]
+    assert [e["convergence_events"] for e in epochs] == [2, 2, 2]
+    assert _assert_schedule_follows_the_events(epochs, full["config"]) == 6
+
+
+@pytest.mark.xfail(reason="known defect, issue 13 open: the resumed CNN run differs from the uninterrupted one at "
+                          "float32 round-off (mean_importance ~1e-8 relative); cause not found yet", strict=False)
+def test_mnist_cnn_approxgrad_killed_and_resumed_across_the_halving(shared_data_dir, tmp_path, random_stop,
+                                                                    request):
+    """--halve-every 1: lr_u and lr_v are halved at the end of every epoch (epochs 1..3, the
+    original's numbering), so every kill point has a halving before it and one after it."""
+    from importance_learning import mnist
+
+    flags = ["--data-dir", str(shared_data_dir), *MNIST_CNN_TINY, "--method", "approxgrad", "--halve-every", "1"]
+    full = _killed_and_resumed(mnist.main, flags, tmp_path, random_stop, request, epochs=3)
+    epochs = full["metrics"]["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert [e["lr_u"] for e in epochs] == pytest.approx([0.5, 0.25, 0.125], rel=1e-6)
+    assert [e["lr_v"] for e in epochs] == pytest.approx([5e-7, 2.5e-7, 1.25e-7], rel=1e-6)
+
+
+def test_damaged_checkpoint_is_a_clear_error_on_resume_and_keeps_the_files(shared_data_dir, tmp_path):
+    """A truncated sidecar, a truncated or overwritten TF data file, or checkpoint files
+    without their sidecar: --resume refuses with an ExperimentError naming the directory,
+    and deletes or rewrites nothing in --out (the exit status 2 without a traceback on the
+    command line is checked once)."""
+    from importance_learning import mnist_small
+    from penalty_tf.paper.experiment import ExperimentError
+
+    out = tmp_path / "run"
+    flags = ["--data-dir", str(shared_data_dir), "--train-size", "200", "--retrain-epochs", "1", "--batch-size", "100",
+             "--epochs", "3", "--pretrain-epochs", "1", "--lower-steps", "1", "--quiet", "--out", str(out)]
+    assert mnist_small.main(flags + ["--stop-after", "1"]) == {}
+    (out / "notes.txt").write_text("the user's own file")
+    folder = out / driver.CHECKPOINT
+    sidecar = folder / "run.json"
+    data = folder / (_sidecar(out)["checkpoint"] + ".data-00000-of-00001")
+    good_sidecar, good_data = sidecar.read_bytes(), data.read_bytes()
+
+    def refused(pattern):
+        before = _files(out)
+        with pytest.raises(ExperimentError, match=pattern) as error:
+            mnist_small.main(flags + ["--resume"])
+        assert str(folder) in str(error.value)
+        assert _files(out) == before                       # nothing deleted or rewritten
+        return str(error.value)
+
+    sidecar.write_bytes(good_sidecar[:40])
+    refused(r"run\.json is unreadable or truncated")
+    sidecar.write_bytes(good_sidecar)
+    data.write_bytes(good_data[:len(good_data) // 2])
+    refused("checkpoint ckpt-.* is unreadable or does not match")
+    data.write_bytes(good_data[:64] + bytes(len(good_data) - 64))       # right size, zeroed tensors
+    refused("checkpoint ckpt-.* is unreadable or does not match")
+    data.write_bytes(good_data)
+    sidecar.unlink()
+    message = refused("holds checkpoint files but no run.json")
+    assert "--resume" in message
+    sidecar.write_bytes(good_sidecar[:40])
+    proc = _cli("importance_learning.mnist_small", *flags, "--resume")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "error: cannot resume" in proc.stderr and "unreadable or truncated" in proc.stderr
+    # the intact checkpoint still resumes to the end afterwards
+    sidecar.write_bytes(good_sidecar)
+    assert len(mnist_small.main(flags + ["--resume"])["metrics"]["epochs"]) == 3
+    assert (out / "notes.txt").read_text() == "the user's own file"
 
 
 def test_nan_loss_is_a_clear_error_and_keeps_the_checkpoint(shared_data_dir, tmp_path):
@@ -230,6 +362,18 @@ def test_cifar10_end_to_end_on_keras_layout(cifar_dir, tmp_path):
     assert m["training_points"] == 160 and m["corrupt"] == 40
     assert m["epochs"][0]["upper_iterations"] == 8
     assert result["published"]["mean"] == 79.67
+
+
+def test_cifar10_killed_and_resumed_equals_uninterrupted(cifar_dir, tmp_path, random_stop, request):
+    """The augmentation draws from the checkpointed generator (training and validation
+    images): a resumed run must continue that stream exactly."""
+    from importance_learning import cifar10
+
+    flags = ["--data-dir", str(cifar_dir), "--val-size", "40", "--train-size", "80", "--batch-size", "20",
+             "--test-size", "20", "--epochs", "3", "--pretrain-epochs", "1", "--lower-steps", "1", "--quiet"]
+    full = _killed_and_resumed(cifar10.main, flags, tmp_path, random_stop, request, epochs=3)
+    assert full["metrics"]["training_points"] == 80
+    assert [e["upper_iterations"] for e in full["metrics"]["epochs"]] == [4, 4, 4]
 
 
 def test_cifar10_loader_reads_the_official_layout_and_rejects_bad_files(cifar_dir, tmp_path):
@@ -292,6 +436,17 @@ def test_svhn_preprocess_and_train(svhn_dir, tmp_path):
     assert result["published"]["mean"] == 88.12
 
 
+@pytest.mark.xfail(reason="known defect, issue 13 open: the resumed CNN run differs from the uninterrupted one at "
+                          "float32 round-off (mean_importance ~1e-8 relative); cause not found yet", strict=False)
+def test_svhn_killed_and_resumed_equals_uninterrupted(svhn_h5_dir, tmp_path, random_stop, request):
+    from importance_learning import svhn
+
+    flags = ["--data-dir", str(svhn_h5_dir), "--batch-size", "50", "--noise", "0.25", "--epochs", "3",
+             "--pretrain-epochs", "1", "--lower-steps", "1", "--quiet"]
+    full = _killed_and_resumed(svhn.main, flags, tmp_path, random_stop, request, epochs=3)
+    assert full["metrics"]["training_points"] == 100 and full["config"]["eval_rounding"] == "ceil"
+
+
 def _cli(*args, env_extra=None, cwd=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env, cwd=cwd,
@@ -335,6 +490,18 @@ def test_cifar10_wrn_end_to_end_tiny(cifar_dir, tmp_path):
     x = np.random.default_rng(0).random((5, 32, 32, 3)).astype(np.float32)
     y = cifar10_wrn.crop_flip(x, np.random.default_rng(1))
     assert y.shape == x.shape and not np.array_equal(x, y)
+
+
+def test_cifar10_wrn_killed_and_resumed_equals_uninterrupted(cifar_dir, tmp_path, random_stop, request):
+    """BatchNorm with batch statistics (its moving averages are model variables), SGD with
+    momentum on the lower level, weight decay in g, crop-and-flip augmentation."""
+    from importance_learning import cifar10_wrn
+
+    flags = ["--data-dir", str(cifar_dir), "--depth", "10", "--width", "1", "--val-per-class", "2",
+             "--train-size", "40", "--batch-size", "10", "--test-size", "20", "--epochs", "3", "--quiet"]
+    full = _killed_and_resumed(cifar10_wrn.main, flags, tmp_path, random_stop, request, epochs=3)
+    assert full["config"]["lower_optimizer"] == "sgd" and full["config"]["weight_decay"] > 0
+    assert [e["upper_iterations"] for e in full["metrics"]["epochs"]] == [4, 4, 4]
 
 
 # --------------------------------------------------------------------------- speed tool
