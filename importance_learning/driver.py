@@ -45,28 +45,18 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Optional
 
 import keras
 import numpy as np
 
 from importance_learning import core
 from importance_learning.settings import BASELINES, BILEVEL_METHODS, Settings, add_flags, from_args
+from penalty_tf.datasets import Split
 from penalty_tf.paper import experiment, published as paper
 
 CHECKPOINT = "checkpoint"
 ACCURACY_KEYS = tuple(f"{name}_accuracy{exact}" for name in ("test", "train", "val") for exact in ("", "_exact"))
-
-
-class Split(NamedTuple):
-    """Images float32 (as the model takes them), integer labels 0..9."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
 
 
 @dataclasses.dataclass
@@ -113,15 +103,15 @@ def prepare_data(spec: DatasetSpec, s: Settings):
         if s.train_size > len(split.x_train):
             raise experiment.ExperimentError(
                 f"--train-size {s.train_size} exceeds the {len(split.x_train)} training points")
-        split = split._replace(x_train=split.x_train[:s.train_size], y_train=split.y_train[:s.train_size])
+        split = split.replace(x_train=split.x_train[:s.train_size], y_train=split.y_train[:s.train_size])
     if s.test_size is not None:
-        split = split._replace(x_test=split.x_test[:s.test_size], y_test=split.y_test[:s.test_size])
+        split = split.replace(x_test=split.x_test[:s.test_size], y_test=split.y_test[:s.test_size])
     if len(split.x_val) < s.batch_size and s.bilevel:
         raise experiment.ExperimentError(
             f"the validation set has {len(split.x_val)} points, fewer than --batch-size {s.batch_size}")
     noise_rng = np.random.default_rng([s.seed, 1])
     noisy, corrupt = core.inject_noise(split.y_train, s.noise, noise_rng)
-    return split._replace(y_train=noisy), split.y_train, corrupt
+    return split.replace(y_train=noisy), split.y_train, corrupt
 
 
 # --------------------------------------------------------------------- CIFAR augmentation

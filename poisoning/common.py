@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from penalty_tf import losses, optimizers, solvers, training
+from penalty_tf.datasets import Split
 from penalty_tf.paper import experiment, published as paper
 from penalty_tf.problem import BilevelProblem
 from poisoning import runs, settings as run_settings
@@ -78,15 +79,10 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class Splits:
-    """The arrays of one attack; labels are integer class indices."""
+class Splits(Split):
+    """The arrays of one attack (the training, validation and test sets of `Split`, and the
+    poisons); labels are integer class indices."""
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
     x_poison: np.ndarray        # initial poisons
     y_poison: np.ndarray        # their (attacker's) labels
     source_labels: np.ndarray   # the true labels of the images the poisons start from

@@ -12,5 +12,6 @@ One module per dataset family (so that experiments can grow their loaders side b
 
 from penalty_tf.datasets.lookup import DataError, find_file, search_dirs
 from penalty_tf.datasets.mnist import load_mnist
+from penalty_tf.datasets.split import Split
 
-__all__ = ["DataError", "find_file", "load_mnist", "search_dirs"]
+__all__ = ["DataError", "Split", "find_file", "load_mnist", "search_dirs"]
