@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 #: u or v: a variable, a list of variables (one group) or a list of lists (several groups).
-VariableSpec = Union[tf.Variable, Sequence[tf.Variable], Sequence[Sequence[tf.Variable]]]
+VariableSpec = Union[tf.Variable, keras.Model, Sequence[tf.Variable], Sequence[Sequence[tf.Variable]]]
 #: Per level: a learning rate (TF1-style Adam), a Keras optimizer, or one per group.
 OptimizerSpec = Union[float, keras.optimizers.Optimizer, Sequence[Union[float, keras.optimizers.Optimizer]]]
 #: ``(low, high)`` box bounds, a projection callable, or None.
@@ -33,9 +33,11 @@ class BilevelProblem:
 
     Attributes:
       upper_loss, lower_loss: ``batch -> scalar`` callables for f and g (closing over the
-        models and variables; ``batch`` is whatever the solver's ``step`` is given).
+        models and variables; ``batch`` is whatever the solver's ``step`` is given). A
+        non-scalar result is an error when the step is first traced.
       upper_vars, lower_vars: u and v: a variable, a list, or a list of groups (each group
-        gets its own optimizer).
+        gets its own optimizer); a Keras model or layer (or `tf.Module`) stands for its
+        trainable variables anywhere a variable may stand. No variable may be in both.
       upper_bounds, lower_bounds: ``(low, high)`` box or a projection callable applied
         after every step on that level (TF1's variable constraints in the original).
       lower_initializer: re-initialises v for ``solver.reset_lower()`` (default: restore

@@ -26,7 +26,7 @@ import tensorflow as tf
 from penalty_tf import autodiff
 from penalty_tf.problem import BilevelProblem, OptimizerSpec
 from penalty_tf.solvers.monitor import FiniteMonitor, NonFiniteError
-from penalty_tf.solvers.variables import Level, as_tf_variable, restore, snapshot
+from penalty_tf.solvers.variables import Level, as_tf_variable, restore, shared_variables, snapshot
 
 
 class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
@@ -53,11 +53,15 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         self.problem = problem
         self.upper = Level(problem.upper_vars, upper_optimizer, problem.upper_bounds, "upper_vars")
         self.lower = Level(problem.lower_vars, lower_optimizer, problem.lower_bounds, "lower_vars")
+        shared = shared_variables(self.upper.variables, self.lower.variables)
+        if shared:
+            raise ValueError(f"these variables are in both upper_vars and lower_vars: {shared[:5]}; each "
+                             "variable belongs to one level (u or v)")
         # Plain Python state in a non-trackable holder (trackable attributes would turn these
         # lists and dicts into tracked containers that a checkpoint would try to save).
         self._untracked = types.SimpleNamespace(lower_init=snapshot(self.lower.variables), constants={})
-        self.upper_loss = problem.upper_loss
-        self.lower_loss = problem.lower_loss
+        self.upper_loss = scalar_loss(problem.upper_loss, "upper_loss (f)")
+        self.lower_loss = scalar_loss(problem.lower_loss, "lower_loss (g)")
         self.lower_step_batch = problem.lower_step_batch
         self.jit_compile = jit_compile
         self.check_finite = check_finite
@@ -357,6 +361,23 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
 
     def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         raise NotImplementedError
+
+
+def scalar_loss(loss: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+    """``loss`` with a check, made when the step is traced, that it returns a scalar (a
+    per-example vector would otherwise be differentiated as its sum)."""
+    if not callable(loss):
+        raise TypeError(f"{name} must be a callable batch -> scalar tensor, got {type(loss).__name__}")
+
+    def checked(batch: Any) -> Any:
+        value = loss(batch)
+        shape = tf.convert_to_tensor(value).shape
+        if shape.rank != 0:
+            raise ValueError(f"{name} returned a tensor of shape {shape}; it must return a scalar "
+                             "(reduce a per-example loss, e.g. with tf.reduce_mean)")
+        return value
+
+    return checked
 
 
 def problem_arguments(problem: BilevelProblem) -> dict[str, Any]:

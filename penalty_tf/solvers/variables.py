@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -22,12 +22,32 @@ def as_tf_variable(variable: tf.Variable | keras.Variable) -> tf.Variable:
     return variable
 
 
+def _is_layer(item: Any) -> bool:
+    """A Keras model or layer, or a `tf.Module` (which stand for their trainable variables)."""
+    return isinstance(item, (keras.layers.Layer, tf.Module))
+
+
+def _layer_variables(layer: Any, what: str) -> list:
+    """A Keras model's or layer's trainable variables (it must have some: build it first)."""
+    variables = list(layer.trainable_variables)
+    if not variables:
+        raise ValueError(f"{what}: {type(layer).__name__} {getattr(layer, 'name', '')!r} has no trainable "
+                         "variables (build it first, e.g. call it once on a batch, or unfreeze it)")
+    return variables
+
+
 def as_groups(variables: VariableSpec, what: str) -> list[list[tf.Variable]]:
     """Normalise a variable, a list of variables or a list of lists to a list of groups of
-    `tf.Variable`s (Keras 3 variables are unwrapped)."""
-    if isinstance(variables, (tf.Variable, keras.Variable)):
-        return [[as_tf_variable(variables)]]
-    variables = list(variables)
+    `tf.Variable`s (Keras 3 variables are unwrapped). A Keras model or layer stands for its
+    trainable variables wherever a variable may stand: ``model`` or ``[model, w]`` is one
+    group, ``[[encoder], [head]]`` two."""
+    if isinstance(variables, (tf.Variable, keras.Variable)) or _is_layer(variables):
+        variables = [variables]
+    try:
+        variables = list(variables)
+    except TypeError:
+        raise TypeError(f"{what}: expected a variable, a list of variables, a list of lists or a Keras "
+                        f"model, got {type(variables).__name__}") from None
     if not variables:
         raise ValueError(f"{what}: no variables given")
     if all(isinstance(v, (list, tuple)) for v in variables):
@@ -36,10 +56,17 @@ def as_groups(variables: VariableSpec, what: str) -> list[list[tf.Variable]]:
         raise ValueError(f"{what}: mix of variables and lists of variables; give one or the other")
     else:
         groups = [variables]
+    groups = [[w for v in group for w in (_layer_variables(v, what) if _is_layer(v) else [v])] for group in groups]
     for group in groups:
         if not group:
             raise ValueError(f"{what}: empty variable group")
     return [[as_tf_variable(v) for v in group] for group in groups]
+
+
+def shared_variables(upper: Sequence[tf.Variable], lower: Sequence[tf.Variable]) -> list[str]:
+    """Names of the variables that are in both levels (a variable is either u or v)."""
+    lower_refs = {v.ref() for v in lower}
+    return [v.name for v in upper if v.ref() in lower_refs]
 
 
 def make_optimizers(spec: OptimizerSpec, n_groups: int, what: str) -> list[keras.optimizers.Optimizer]:
