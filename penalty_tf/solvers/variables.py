@@ -36,6 +36,11 @@ def _layer_variables(layer: Any, what: str) -> list:
     return variables
 
 
+def _expand_layers(group: Sequence[Any], what: str) -> list:
+    """A group with every Keras model / layer / `tf.Module` replaced by its trainable variables."""
+    return [w for item in group for w in (_layer_variables(item, what) if _is_layer(item) else [item])]
+
+
 def as_groups(variables: VariableSpec, what: str) -> list[list[tf.Variable]]:
     """Normalise a variable, a list of variables or a list of lists to a list of groups of
     `tf.Variable`s (Keras 3 variables are unwrapped). A Keras model or layer stands for its
@@ -56,7 +61,7 @@ def as_groups(variables: VariableSpec, what: str) -> list[list[tf.Variable]]:
         raise ValueError(f"{what}: mix of variables and lists of variables; give one or the other")
     else:
         groups = [variables]
-    groups = [[w for v in group for w in (_layer_variables(v, what) if _is_layer(v) else [v])] for group in groups]
+    groups = [_expand_layers(group, what) for group in groups]
     for group in groups:
         if not group:
             raise ValueError(f"{what}: empty variable group")
