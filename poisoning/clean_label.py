@@ -244,6 +244,7 @@ class Attack:
                 state["current"] = self.prepare_target(state)
                 if state["current"] is None:
                     break
+                checkpoint.save(**state)   # a kill before the first update keeps the clean training
             if not self.poison(state, checkpoint, options):
                 return None
             self.record(state)
