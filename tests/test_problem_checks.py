@@ -1,6 +1,8 @@
 """What a solver checks about the problem it is given: Keras models as variable lists,
 variables in both levels, non-scalar losses, losses that are not callables."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -95,3 +97,38 @@ def test_a_loss_that_is_not_callable_is_refused():
     u, v = tf.Variable(1.0), tf.Variable(2.0)
     with pytest.raises(TypeError, match=r"upper_loss \(f\) must be a callable"):
         ptf.Penalty(tf.constant(1.0), lambda b: v * v, upper_vars=u, lower_vars=v)
+
+
+# ------------------------------------------------------------------ setting ranges
+
+@pytest.mark.parametrize("field,value,words", [
+    ("rho0", -1.0, "rho0 must be > 0"), ("rho0", 0.0, "rho0 must be > 0"),
+    ("c_rho", 0.5, "c_rho must be >= 1"), ("eps0", 0.0, "eps0 must be > 0"),
+    ("lamb0", -1.0, "lamb0 must be >= 0"), ("c_lamb", 1.5, "c_lamb must be in (0, 1]"),
+    ("c_eps", 0.0, "c_eps must be in (0, 1]"), ("lr_decay", 2.0, "lr_decay must be in (0, 1]"),
+    ("lr_u", -1e-3, "lr_u must be >= 0"), ("lr_v", float("nan"), "lr_v must be a finite number"),
+    ("nu0", float("inf"), "nu0 must be a finite number"),
+])
+def test_penalty_config_refuses_a_setting_outside_its_range(field, value, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        ptf.solvers.PenaltyConfig(**{field: value})
+
+
+@pytest.mark.parametrize("name,fields,words", [
+    ("approxgrad", {"lr_p": -1.0}, "lr_p must be >= 0"), ("approxgrad", {"sig": -1e-3}, "sig must be >= 0"),
+    ("approxgrad", {"correction": "some"}, "correction must be 'indexed' or 'all'"),
+    ("rmd", {"lr_v": -0.1}, "lr_v must be >= 0"), ("gd", {"lr_u": "fast"}, "lr_u must be a number"),
+])
+def test_every_solver_config_checks_its_ranges(name, fields, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        ptf.solvers.make_config(name, **fields)
+
+
+def test_a_negative_learning_rate_given_to_a_solver_is_refused():
+    u, v = tf.Variable(1.0), tf.Variable(0.0)
+    with pytest.raises(ValueError, match=r"upper_vars: learning rate must be >= 0, got -0.1"):
+        ptf.Penalty(lambda b: (u - v) ** 2, lambda b: (v - u) ** 2, u, v, upper_optimizer=-0.1)
+    with pytest.raises(ValueError, match=r"lower_lr must be >= 0"):
+        ptf.RMD(lambda b: (u - v) ** 2, lambda b: (v - u) ** 2, u, v, lower_lr=-1.0)
+    with pytest.raises(TypeError, match="schedule must be a PenaltySchedule"):
+        ptf.Penalty(lambda b: (u - v) ** 2, lambda b: (v - u) ** 2, u, v, schedule={"rho0": 1.0})

@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from penalty_tf import autodiff
 from penalty_tf.problem import Bounds, BilevelProblem, Loss, OptimizerSpec, VariableSpec
+from penalty_tf.solvers import ranges
 from penalty_tf.solvers.base import BilevelSolver, problem_arguments
 
 
@@ -66,6 +67,9 @@ class PenaltySchedule:
     c_lamb: float = 0.9
     c_eps: float = 0.9
     lr_decay: float = 0.9
+
+    def __post_init__(self) -> None:
+        ranges.check_config(self)   # a ValueError naming the setting and its range
 
     @classmethod
     def single_group(cls, **kwargs: float) -> "PenaltySchedule":
@@ -150,6 +154,8 @@ class Penalty(BilevelSolver):
                                  lower_bounds, lower_initializer, lower_step_batch)
         super().__init__(problem, upper_optimizer=upper_optimizer, lower_optimizer=lower_optimizer,
                          jit_compile=jit_compile, check_finite=check_finite)
+        if not isinstance(schedule, PenaltySchedule):
+            raise TypeError(f"schedule must be a PenaltySchedule, got {type(schedule).__name__}")
         self.schedule = schedule
         self.rho = tf.Variable(schedule.rho0, dtype=tf.float32, trainable=False, name="rho")
         self.lamb = tf.Variable(schedule.lamb0, dtype=tf.float32, trainable=False, name="lamb")

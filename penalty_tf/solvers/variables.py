@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from penalty_tf.optimizers import reset_optimizer_state, tf1_adam
 from penalty_tf.problem import Bounds, OptimizerSpec, VariableSpec
+from penalty_tf.solvers.ranges import check_learning_rate
 
 
 def as_tf_variable(variable: tf.Variable | keras.Variable) -> tf.Variable:
@@ -83,7 +84,8 @@ def make_optimizers(spec: OptimizerSpec, n_groups: int, what: str) -> list[keras
     items = list(spec) if isinstance(spec, (list, tuple)) else [spec] * n_groups
     if len(items) != n_groups:
         raise ValueError(f"{what}: {len(items)} optimizers/learning rates for {n_groups} variable groups")
-    optimizers = [tf1_adam(float(x)) if isinstance(x, (int, float, np.floating)) else x for x in items]
+    optimizers = [tf1_adam(check_learning_rate(f"{what}: learning rate", x))
+                  if isinstance(x, (int, float, np.floating)) and not isinstance(x, bool) else x for x in items]
     if len({id(o) for o in optimizers}) != len(optimizers):
         raise ValueError(f"{what}: the same optimizer instance was given for several groups; "
                          "give one optimizer per group (or a learning rate)")
