@@ -15,7 +15,12 @@ generators' states, the run's own JSON state (history, data position, epoch), an
 resume key derived from the run's config. Writing order makes a kill at any moment safe:
 the TF files of checkpoint n are written first, then the sidecar naming them replaces the
 old one atomically, then checkpoints older than n - 1 are deleted; a restore reads the
-sidecar and the checkpoint it names.
+sidecar and the checkpoint it names. n is one more than the highest number of the TF files
+in the directory, so a save never overwrites files (not even those of a damaged
+checkpoint, or of one whose sidecar a kill prevented).
+
+A restore that fails (an unreadable, truncated or foreign checkpoint) is a `CheckpointError`
+that names the file and deletes nothing; a save that cannot write is an `OSError`.
 """
 
 from __future__ import annotations
@@ -99,13 +104,26 @@ class RunCheckpoint:
         """Whether a checkpoint has been saved in the directory."""
         return self.sidecar.is_file()
 
+    def numbers(self) -> list[int]:
+        """The numbers n of the TF checkpoint files ``ckpt-<n>.*`` in the directory, sorted."""
+        found = set()
+        for path in self.directory.glob("ckpt-*"):
+            number = path.name[len("ckpt-"):].split(".")[0]
+            if number.isdigit() and path.is_file():
+                found.add(int(number))
+        return sorted(found)
+
     def save(self, **state: Any) -> Path:
         """Save the trackables, the generators and ``state`` (JSON-able keyword values, e.g.
-        ``epoch=3, history=[...]``); returns the sidecar's path."""
-        previous = self._read_sidecar() if self.exists() else None
-        number = previous["number"] + 1 if previous else 1
+        ``epoch=3, history=[...]``); returns the sidecar's path. A TF write that fails (a
+        full disk, no permission) is an `OSError` naming the checkpoint."""
+        number = max(self.numbers(), default=0) + 1
         self.directory.mkdir(parents=True, exist_ok=True)
-        prefix = self.checkpoint.write(str(self.directory / f"ckpt-{number}"))
+        try:
+            prefix = self.checkpoint.write(str(self.directory / f"ckpt-{number}"))
+        except tf.errors.OpError as error:
+            raise OSError(f"cannot write the checkpoint {self.directory / f'ckpt-{number}'}: "
+                          f"{error.message}") from error
         sidecar = {"format": FORMAT, "number": number, "checkpoint": Path(prefix).name,
                    "config": self.key,
                    "rngs": {name: rng.bit_generator.state for name, rng in self.rngs.items()},
@@ -128,19 +146,26 @@ class RunCheckpoint:
             raise CheckpointError(
                 f"cannot resume from {self.directory}: it was written with other settings "
                 f"({'; '.join(differences[:6])}); use the same settings or another directory")
+        prefix = self.directory / str(sidecar["checkpoint"])
         try:
-            status = self.checkpoint.read(str(self.directory / sidecar["checkpoint"]))
+            status = self.checkpoint.read(str(prefix))
             status.assert_existing_objects_matched()
         except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:
             raise CheckpointError(
-                f"cannot resume from {self.directory}: its checkpoint {sidecar['checkpoint']} is "
-                f"unreadable or does not match this model/solver ({type(error).__name__}: "
-                f"{str(error)[:300]}); remove the directory or choose another") from error
+                f"cannot resume from {self.directory}: its checkpoint {prefix.name} is unreadable or does "
+                f"not match this model/solver (files {prefix}.index and {prefix}.data-*; "
+                f"{type(error).__name__}: {' '.join(str(error).split())[:300]}); {self._fix()}") from error
         for name, rng in self.rngs.items():
-            if name not in sidecar["rngs"]:
-                raise CheckpointError(f"cannot resume from {self.directory}: no state of generator {name!r}")
-            rng.bit_generator.state = sidecar["rngs"][name]
+            try:
+                rng.bit_generator.state = sidecar["rngs"][name]
+            except (KeyError, TypeError, ValueError) as error:
+                raise CheckpointError(f"cannot resume from {self.directory}: {self.sidecar} holds no valid "
+                                      f"state of generator {name!r} ({error!r}); {self._fix()}") from error
         return sidecar["state"]
+
+    def _fix(self) -> str:
+        """The fix of a damaged checkpoint, for error messages."""
+        return f"delete {self.directory} to start afresh (or choose another directory)"
 
     def _read_sidecar(self) -> dict[str, Any]:
         try:
@@ -149,14 +174,15 @@ class RunCheckpoint:
                 raise ValueError(f"format {sidecar.get('format')!r}, expected {FORMAT}")
             for key in ("number", "checkpoint", "config", "rngs", "state"):
                 sidecar[key]
+            if not all(isinstance(sidecar[key], dict) for key in ("config", "rngs")):
+                raise ValueError("its config and rngs are not JSON objects")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise CheckpointError(f"cannot resume: {self.sidecar} is unreadable or truncated "
-                                  f"({type(error).__name__}: {error}); remove it or choose another "
-                                  "directory") from error
+            raise CheckpointError(f"cannot resume from {self.directory}: {self.sidecar} is unreadable or "
+                                  f"truncated ({type(error).__name__}: {error}); {self._fix()}") from error
         return sidecar
 
     def _delete_older_than(self, keep_from: int) -> None:
         for path in self.directory.glob("ckpt-*"):
             number = path.name[len("ckpt-"):].split(".")[0]
-            if number.isdigit() and int(number) < keep_from:
+            if number.isdigit() and int(number) < keep_from and path.is_file():
                 path.unlink(missing_ok=True)

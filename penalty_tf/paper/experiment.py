@@ -4,13 +4,19 @@ Every script under ``synthetic/``, ``importance_learning/``, ``few_shot/`` and
 ``poisoning/`` uses the helpers in this module so that all runs look alike:
 
 * the same command-line flags (:func:`add_common_flags`, :func:`resolve_out_dir`);
-* the same seeding (:func:`seed_everything`);
+* an output directory checked before any work: created, probed with a file, cleared of the
+  temporary files of killed runs (:func:`check_out_dir`);
+* the same seeding, and bitwise repeatable TensorFlow with ``--deterministic``
+  (:func:`seed_everything`, :func:`make_deterministic`);
 * progress bars that ``--quiet`` silences (:func:`progress`) and a wall-clock
   :class:`Timer`;
 * atomic output files, so that a killed run never leaves a half-written file
   (:func:`write_json_atomic`, :func:`save_npz_atomic`, :func:`save_figure_atomic`);
 * one ``result.json`` schema (:func:`write_result`), see ``docs/original.md`` §7.1;
-* clean error reporting for bad input (:class:`ExperimentError`, :func:`run_main`).
+* resumes that refuse damaged checkpoints and shorter budgets (:func:`restore_checkpoint`,
+  :func:`check_resume_budget`);
+* clean error reporting (:class:`ExperimentError`, :func:`run_main`): exit status 2 for
+  bad input and diverged runs, 1 for an operating-system error (a full disk), no traceback.
 
 A typical script::
 
@@ -19,8 +25,9 @@ A typical script::
         add_common_flags(parser, methods=["penalty", "approxgrad"],
                          default_method="penalty", epochs=100, lower_steps=20)
         args = parser.parse_args(argv)
-        out_dir = resolve_out_dir(args, "importance_learning.mnist")
-        seed_everything(args.seed)
+        ...                                   # validate every flag first
+        out_dir = resolve_out_dir(args, "importance_learning.mnist")   # then check --out
+        seed_everything(args.seed, deterministic=args.deterministic)
         with Timer() as timer:
             metrics = ...
         write_result(out_dir, experiment="importance_learning.mnist",
@@ -38,6 +45,7 @@ non-interactive Agg backend) only when a figure is saved.
 from __future__ import annotations
 
 import argparse
+import errno
 import platform
 import sys
 import time
@@ -47,6 +55,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 # JSON and atomic writes are the library's (the checkpoints use them too); re-exported here.
+from penalty_tf import files
 from penalty_tf.files import PathLike, atomic_file, save_npz_atomic, to_jsonable, write_json_atomic  # noqa: F401
 
 
@@ -54,9 +63,13 @@ __all__ = [
     "ExperimentError",
     "Timer",
     "add_common_flags",
+    "check_out_dir",
+    "check_resume_budget",
+    "make_deterministic",
     "new_figure",
     "progress",
     "resolve_out_dir",
+    "restore_checkpoint",
     "run_main",
     "save_figure_atomic",
     "save_npz_atomic",
@@ -103,7 +116,8 @@ def add_common_flags(
         The same parser, for chaining.
 
     Flags added: ``--seed``, ``--data-dir``, ``--out``, ``--epochs``,
-    ``--lower-steps``, ``--method``, ``--quiet`` and optionally ``--resume``.
+    ``--lower-steps``, ``--method``, ``--quiet``, ``--deterministic`` and optionally
+    ``--resume``.
     ``--out`` defaults to ``None``; use :func:`resolve_out_dir` to turn that into
     ``runs/<experiment>``. Wrong values give argparse's usual error (exit status 2).
     """
@@ -126,6 +140,7 @@ def add_common_flags(
     group.add_argument("--method", choices=methods, default=default_method,
                        help="bilevel method (default: %(default)s)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
+    group.add_argument("--deterministic", action="store_true", help=DETERMINISTIC_HELP)
     if resume:
         group.add_argument("--resume", action="store_true",
                            help="continue from the last checkpoint in --out, if any")
@@ -143,37 +158,99 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def resolve_out_dir(args: argparse.Namespace, experiment_name: str) -> Path:
-    """Return the output directory of a run: ``--out`` or ``runs/<experiment_name>``.
+DETERMINISTIC_HELP = ("bitwise repeatable TensorFlow: deterministic kernels and no Grappler graph "
+                      "rewrites (slower; see docs/using_the_solver.md)")
+
+#: Where the scripts keep checkpoints inside ``--out`` (cleared of stale temporaries too).
+CHECKPOINT_DIRS = ("checkpoint", "checkpoints/*")
+
+
+def resolve_out_dir(args: argparse.Namespace, experiment_name: str, *, check: bool = True) -> Path:
+    """Return the output directory of a run: ``--out`` or ``runs/<experiment_name>``, checked.
 
     The chosen path is also stored back into ``args.out`` (as a string), so that the
-    ``config`` recorded in ``result.json`` says where the run wrote. The directory is
-    not created here; :func:`write_result` and the ``*_atomic`` writers create it.
+    ``config`` recorded in ``result.json`` says where the run wrote. With ``check`` (the
+    default) the directory is then made ready by :func:`check_out_dir`: call this after
+    the flags are validated (a refused flag leaves nothing behind) and before any data is
+    loaded or model built (an unusable ``--out`` is refused before the work, not after).
+    ``check=False`` only chooses the path, for settings that record it before they are
+    validated; call :func:`check_out_dir` afterwards.
     """
     out = getattr(args, "out", None)
     path = Path(out) if out else Path("runs") / experiment_name
     args.out = str(path)
+    return check_out_dir(path) if check else path
+
+
+def _os_reason(error: OSError, flag: str) -> tuple[str, str]:
+    """What an `OSError` of creating or probing an output directory means, and its fix."""
+    other = f"choose another {flag}"
+    reasons = {errno.EEXIST: ("it is a file, not a directory", f"remove or rename that file, or {other}"),
+               errno.ENOTDIR: ("a part of the path is a file, not a directory", other),
+               errno.EACCES: ("permission denied", f"{other} (a writable directory), or fix its permissions"),
+               errno.EROFS: ("the filesystem is read-only", other),
+               errno.ENOSPC: ("no space left on the device", f"free disk space, or {other}")}
+    reasons[errno.EPERM] = reasons[errno.EACCES]
+    return reasons.get(error.errno, (error.strerror or str(error), other))
+
+
+def check_out_dir(path: PathLike, flag: str = "--out") -> Path:
+    """Make ``path`` ready for a run's outputs before any work: create it, write and remove a
+    probe file, and remove the temporary files that killed runs left there and in its
+    checkpoint directories (`CHECKPOINT_DIRS`; only temporaries no live writer holds, see
+    `penalty_tf.files.remove_stale_temps`).
+
+    Raises:
+        ExperimentError: naming the path, the reason and the fix when the directory cannot
+            be created or written (a file at the path or above it, no permission, a
+            read-only or full disk); nothing is left behind then.
+    """
+    path = Path(path)
+    try:
+        files.check_writable_dir(path)
+    except OSError as error:
+        reason, fix = _os_reason(error, flag)
+        where = next((p for p in reversed(path.parents) if p.is_file()), error.filename or path)
+        raise ExperimentError(f"cannot write to {flag} {path} ({reason}: {where}); {fix}") from None
+    for directory in (path, *(d for pattern in CHECKPOINT_DIRS for d in sorted(path.glob(pattern)))):
+        files.remove_stale_temps(directory)
     return path
 
 
 # ------------------------------------------------------------------------ seeding
 
 
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed Python's ``random``, NumPy's global RNG and TensorFlow's global seed.
+def seed_everything(seed: int, deterministic: bool = False) -> np.random.Generator:
+    """Seed Python's ``random``, NumPy's global RNG and TensorFlow's global seed; with
+    ``deterministic`` also :func:`make_deterministic` (the scripts' ``--deterministic``).
 
     Uses ``keras.utils.set_random_seed``, which seeds all three. Returns a fresh
     ``numpy.random.Generator`` seeded with the same seed, for code that prefers an
-    explicit random stream.
+    explicit random stream. Call it before any model is built or step traced.
 
     Note: with XLA (``jit_compile=True``) TensorFlow ignores global seeds; compiled
     code must use ``tf.random.Generator`` or stateless random ops.
     """
     import keras  # imported lazily: keeps ``import penalty_tf.paper.experiment`` light
 
+    if deterministic:
+        make_deterministic()
     seed = int(seed)
     keras.utils.set_random_seed(seed)
     return np.random.default_rng(seed)
+
+
+def make_deterministic() -> None:
+    """Make TensorFlow compute the same bits in every process: deterministic kernels
+    (``tf.config.experimental.enable_op_determinism``) and Grappler's graph rewrites off
+    (``disable_meta_optimizer``). The second is what makes two runs of the MNIST CNN
+    importance script agree bitwise on the CPU: Grappler rewrites a compiled step
+    differently from process to process (docs/using_the_solver.md §5). Call it before the
+    first step is traced; it costs speed."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
 def versions() -> dict[str, str]:
@@ -343,16 +420,36 @@ class Timer:
 # ------------------------------------------------------------------- entry point
 
 
-def restore_checkpoint(checkpoint: Any, hint: str = "") -> Optional[dict[str, Any]]:
-    """``checkpoint.restore()`` (a `penalty_tf.checkpoints.RunCheckpoint`): its sidecar state,
-    or None if there is none; a damaged checkpoint or one of other settings is an
-    `ExperimentError` with the checkpoint's message and ``hint``."""
+RESUME_HINT = ", or run without --resume (a fresh run replaces the checkpoint)"
+
+
+def restore_checkpoint(checkpoint: Any, hint: str = RESUME_HINT) -> Optional[dict[str, Any]]:
+    """``--resume``: ``checkpoint.restore()`` (a `penalty_tf.checkpoints.RunCheckpoint`), its
+    sidecar state, or None when nothing was saved. A damaged checkpoint, one of other
+    settings, or TF checkpoint files without the sidecar naming them (a run killed while
+    writing its first checkpoint, or a damaged directory) is an `ExperimentError` naming the
+    file and the fix, followed by ``hint``; nothing is deleted or written."""
     from penalty_tf.checkpoints import CheckpointError
 
+    if not checkpoint.exists() and checkpoint.numbers():
+        raise ExperimentError(
+            f"cannot resume from {checkpoint.directory}: it holds checkpoint files but no "
+            f"{checkpoint.sidecar.name} naming them (a run killed while writing its first checkpoint, "
+            f"or a damaged directory); delete {checkpoint.directory}{hint}")
     try:
         return checkpoint.restore()
     except CheckpointError as error:
         raise ExperimentError(f"{error}{hint}") from None
+
+
+def check_resume_budget(done: int, total: int, *, flag: str, unit: str, directory: PathLike) -> None:
+    """Refuse a resume whose budget ``total`` (``flag``) is below the ``done`` units the
+    checkpoint in ``directory`` already holds: its result would contradict its config. A
+    larger budget is fine (the run is extended)."""
+    if done > total:
+        raise ExperimentError(
+            f"cannot resume from {directory} with {flag} {total}: its checkpoint has already done {done} "
+            f"{unit}; resume with {flag} {done} or more (extends the run), or run without --resume")
 
 
 def _user_errors() -> tuple[type, ...]:
@@ -366,18 +463,53 @@ def _user_errors() -> tuple[type, ...]:
     return errors + (checkpoints.CheckpointError,) if checkpoints is not None else errors
 
 
-def run_main(main_fn: Callable[[], Any]) -> None:
-    """Run a script's ``main`` and turn :class:`ExperimentError` into a clean exit.
+#: What to do when a run diverged (NaN/Inf), for error messages. A checkpoint refuses
+#: other learning rates (they are in its resume key), so the advice is a fresh run.
+NONFINITE_ADVICE = ("the run diverged: rerun without --resume (a fresh run replaces the checkpoint) "
+                    "with smaller learning rates (--lr-u, --lr-v; e.g. ten times smaller), or in another --out")
 
-    On ``ExperimentError`` (or a dataset's `DataError`, a checkpoint's `CheckpointError`) prints ``error: <message>`` to stderr and exits with
-    status 2 (as argparse does for bad flags), without a traceback. Any other
-    exception propagates unchanged (a bug should show its traceback). If ``main_fn``
-    returns an int, it is used as the exit status.
+
+def _nonfinite_error() -> tuple[type, ...]:
+    """`penalty_tf.solvers.NonFiniteError` if the solvers are loaded (unloaded, nothing can
+    have raised it)."""
+    monitor = sys.modules.get("penalty_tf.solvers.monitor")
+    return (monitor.NonFiniteError,) if monitor is not None else ()
+
+
+def os_error_message(error: OSError) -> str:
+    """One line for an `OSError` of a run (a full disk, a permission changed meanwhile)."""
+    where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+    what = error.strerror or str(error)
+    return (f"{what}{where}: the run could not read or write a file; free disk space or fix the "
+            "permissions, then rerun (scripts with --resume continue from their last checkpoint)")
+
+
+def _fail(message: str, status: int) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def run_main(main_fn: Callable[[], Any]) -> None:
+    """Run a script's ``main`` and turn the errors a user can fix into one clean line.
+
+    Prints ``error: <message>`` to stderr, without a traceback, and exits with status
+
+    * 2 for bad input (as argparse does for bad flags): an :class:`ExperimentError`, a
+      dataset's `DataError`, a checkpoint's `CheckpointError`; and for a diverged run
+      (`NonFiniteError`: its message followed by `NONFINITE_ADVICE`);
+    * 1 for an `OSError` while the run works (a full disk, a permission): not the input's
+      fault, and the outputs already written are complete files (atomic writes).
+
+    Any other exception propagates unchanged (a bug should show its traceback). If
+    ``main_fn`` returns an int, it is used as the exit status.
     """
     try:
         status = main_fn()
     except _user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(error), 2)
+    except _nonfinite_error() as error:
+        _fail(f"{error}; {NONFINITE_ADVICE}", 2)
+    except OSError as error:
+        _fail(os_error_message(error), 1)
     if isinstance(status, int) and not isinstance(status, bool):
         sys.exit(status)
