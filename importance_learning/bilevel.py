@@ -123,7 +123,8 @@ def importance_problem(model: keras.Model, slot: tf.Variable, *, training: bool 
 
 def lower_optimizer_option(name: str, lr_v: float) -> dict[str, Any]:
     """The ``solvers.make`` option for the lower optimizer ``name``: ``"adam"`` is the
-    solver's own (TF1 Adam at the config's lr_v), ``"sgd"`` SGD with momentum 0.9 at lr_v."""
+    solver's own (TF1 Adam at the config's lr_v), ``"sgd"`` SGD with momentum 0.9 at lr_v,
+    decayed by Penalty's schedule as its own optimizers are (`schedule_owned`)."""
     if name == "sgd":
-        return {"lower_optimizer": keras.optimizers.SGD(lr_v, momentum=0.9)}
+        return {"lower_optimizer": optimizers.schedule_owned(keras.optimizers.SGD(lr_v, momentum=0.9))}
     return {}

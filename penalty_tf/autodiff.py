@@ -16,7 +16,8 @@ or inside `tf.function` / XLA.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+import contextlib
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import tensorflow as tf
 
@@ -87,8 +88,29 @@ def all_finite(a: Tensors) -> tf.Tensor:
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in a])
 
 
+#: The active `record_connections` records (a list: replicas of a strategy trace in threads).
+_CONNECTION_RECORDS: list[dict] = []
+
+
+@contextlib.contextmanager
+def record_connections() -> Iterator[dict]:
+    """While active, note for every variable that a gradient is taken for whether it got one:
+    ``record[variable.ref()]`` is True when some loss depends on it. The solvers record the
+    tracing of their step, so that a variable no loss reaches is named at the first step,
+    without an extra evaluation of the losses."""
+    record: dict = {}
+    _CONNECTION_RECORDS.append(record)
+    try:
+        yield record
+    finally:
+        _CONNECTION_RECORDS.remove(record)
+
+
 def zeros_for_missing(grads: Sequence[tf.Tensor | None], variables: Variables) -> list[tf.Tensor]:
     """Replace ``None`` gradients (a variable the loss does not depend on) by zeros."""
+    for record in _CONNECTION_RECORDS:
+        for gr, v in zip(grads, variables):
+            record[v.ref()] = record.get(v.ref(), False) or gr is not None
     return [tf.zeros_like(v) if gr is None else tf.convert_to_tensor(gr)
             for gr, v in zip(grads, variables)]
 

@@ -4,15 +4,24 @@
 * `TensorBoard`: scalars of every log entry, per batch and per epoch;
 * `Checkpoint`: u, v and the whole solver state via `tf.train.CheckpointManager`, with
   `Checkpoint.restore` to resume and a rollback to the last checkpoint on NaN;
+* `Validation`: Keras metrics on validation data in the epoch logs (``run(validation_data=,
+  metrics=)`` builds it);
 * `EvaluateEvery`: adds a user's evaluation (e.g. validation accuracy) to the epoch logs;
-* `ScaleLearningRates`: multiplies learning rates after chosen epochs (e.g. halving).
+* `ScaleLearningRates`: multiplies learning rates after chosen epochs (e.g. halving);
+* `OnLevel`: a Keras learning-rate callback (ReduceLROnPlateau, LearningRateScheduler)
+  applied to one level's optimizers.
 
-Keras' own callbacks that need only logs and ``model.stop_training`` (EarlyStopping,
-CSVLogger, LambdaCallback, History) work too.
+Keras' own callbacks that need only logs, ``model.stop_training`` and ``get_weights`` /
+``set_weights`` (EarlyStopping, also with ``restore_best_weights``, CSVLogger,
+LambdaCallback, History) work too; those that cannot (ModelCheckpoint, Keras' TensorBoard,
+BackupAndRestore, a bare ReduceLROnPlateau ...) are refused before training, naming the
+alternative (`penalty_tf.training.UNSUPPORTED_CALLBACKS`).
 """
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any, Callable, Mapping, Sequence
 
 import keras
@@ -73,8 +82,9 @@ class TensorBoard(keras.callbacks.Callback):
 
 class Checkpoint(keras.callbacks.Callback):
     """Save u, v and the solver's whole state (`BilevelSolver.checkpoint`: optimizer moments
-    and step counters, learning rates, penalty variables, iteration and epoch counters) with a
-    `tf.train.CheckpointManager` at the end of every ``every`` epochs.
+    and step counters, learning rates, penalty variables, iteration and epoch counters) and
+    the data position with a `tf.train.CheckpointManager`: when training starts (if the
+    directory holds no checkpoint yet) and at the end of every ``every`` epochs.
 
     Resume a run::
 
@@ -82,14 +92,22 @@ class Checkpoint(keras.callbacks.Callback):
         start = ckpt.restore()          # 0 when the directory holds no checkpoint
         solver.run(ds, epochs=10, callbacks=[ckpt], initial_epoch=start)
 
+    The data position is the iterator `penalty_tf.training.run` reads a `tf.data.Dataset` of
+    known length through (its shuffle buffer and random state included), restored when
+    the run attaches it: with the same pipeline (e.g. ``shuffle(n, seed=0)``) the resumed
+    run sees the batches the uninterrupted one saw, so it ends bitwise equal (given
+    deterministic kernels). Data that is not a `tf.data.Dataset` of known length has no
+    saved position: make its order a function of the epoch to resume exactly.
+
     On a NaN or Inf (`NonFiniteError`) the variables are rolled back to the last checkpoint
-    (``rollback_on_nonfinite``), so the run loses nothing but the epoch in progress.
+    (``rollback_on_nonfinite``; there is always one: the one made when training started),
+    so the run loses nothing but the epoch in progress; the rollback is printed.
 
     Args:
       solver: the solver whose state is saved.
       directory: where the checkpoints go.
-      max_to_keep: how many checkpoints the manager keeps.
-      every: save every this many epochs (and after the last one).
+      max_to_keep: how many checkpoints the manager keeps (>= 1).
+      every: save every this many epochs (>= 1; and after the last one).
       rollback_on_nonfinite: restore the last checkpoint when the run stops on NaN/Inf.
       **extra: further trackables to save, e.g. ``model=model`` for non-trainable variables.
     """
@@ -97,11 +115,14 @@ class Checkpoint(keras.callbacks.Callback):
     def __init__(self, solver: Any, directory: str, max_to_keep: int = 3,
                  every: int = 1, rollback_on_nonfinite: bool = True, **extra: Any):
         super().__init__()
+        for name, value in (("every", every), ("max_to_keep", max_to_keep)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"Checkpoint: {name} must be an integer >= 1, got {value!r}")
         self.solver = solver
         self.every = int(every)
         self.rollback_on_nonfinite = rollback_on_nonfinite
         self.manager = tf.train.CheckpointManager(solver.checkpoint(**extra), str(directory),
-                                                  max_to_keep=max_to_keep)
+                                                  max_to_keep=int(max_to_keep))
 
     def save(self) -> str:
         """Save now; returns the checkpoint's path."""
@@ -109,11 +130,31 @@ class Checkpoint(keras.callbacks.Callback):
 
     def restore(self) -> int:
         """Restore the latest checkpoint, if any; return the epoch to continue from (0 if
-        there is none)."""
-        if self.manager.latest_checkpoint is None:
+        there is none). The data position is restored when a run attaches its iterator."""
+        path = self.manager.latest_checkpoint
+        if path is None:
             return 0
-        self.manager.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        try:
+            self.manager.checkpoint.restore(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as error:
+            raise CheckpointError(f"cannot restore {path}: {error}. It was made by another problem or "
+                                  "solver, or is damaged; use another directory to start afresh") from None
         return self.solver.epoch
+
+    def set_data_iterator(self, iterator: Any) -> None:
+        """Called by `penalty_tf.training.run`: save (and, after `restore`, restore) the
+        position of the iterator the run reads its dataset through."""
+        if isinstance(iterator, tf.__internal__.tracking.Trackable):
+            try:
+                self.manager.checkpoint.data_position = iterator
+            except (tf.errors.OpError, ValueError) as error:
+                raise CheckpointError(f"the data position in {self.manager.latest_checkpoint} does not fit "
+                                      f"this dataset ({error}); resume with the pipeline the run was "
+                                      "started with") from None
+
+    def on_train_begin(self, logs=None):
+        if self.manager.latest_checkpoint is None:
+            self.save()
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.params["epochs"]:
@@ -121,7 +162,172 @@ class Checkpoint(keras.callbacks.Callback):
 
     def on_nonfinite(self, error: NonFiniteError) -> None:
         if self.rollback_on_nonfinite and self.manager.latest_checkpoint is not None:
+            path = self.manager.latest_checkpoint
             self.restore()
+            print(f"Checkpoint: rolled u, v and the solver state back to {path} (epoch {self.solver.epoch})",
+                  file=sys.stderr)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the solver, the model or the data it is restored into."""
+
+
+class Validation(keras.callbacks.Callback):
+    """Evaluate ``metrics`` on validation data after every ``every`` epochs (and the last)
+    into the epoch logs as ``<prefix><name>`` (``val_accuracy`` ...), which History,
+    TensorBoard, CSVLogger and EarlyStopping listed after it see. `penalty_tf.training.run`
+    builds it from ``validation_data=``, ``metrics=`` and ``validation_model=``.
+
+    Args:
+      data: ``(x, y)`` arrays (batched here by ``batch_size``) or a `tf.data.Dataset` of
+        ``(x, y)`` batches; with only callable metrics, any batches they accept.
+      metrics: Keras metrics (instances, or names such as ``"accuracy"``; they compare
+        ``model(x, training=False)`` with y and need ``model``), or a dict name ->
+        ``batch -> scalar`` callable (its mean over batches, weighted by batch size).
+      model: the Keras model whose predictions Keras metrics see.
+      every, prefix, batch_size: as named.
+    """
+
+    def __init__(self, data: Any, metrics: Any, model: Any = None, every: int = 1, prefix: str = "val_",
+                 batch_size: int = 256):
+        super().__init__()
+        if int(every) < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.data = _validation_batches(data, batch_size)
+        self.functions = dict(metrics) if isinstance(metrics, Mapping) else {}
+        self.metrics = [] if isinstance(metrics, Mapping) else [_keras_metric(m) for m in metrics]
+        if not self.metrics and not self.functions:
+            raise ValueError("Validation: no metrics given (e.g. metrics=['accuracy'] with validation_model=)")
+        if self.metrics and model is None:
+            raise ValueError("Keras metrics compare a model's predictions with y: pass validation_model=model "
+                             "(or give metrics as a dict of batch -> scalar functions)")
+        self.predict = None if model is None else tf.function(lambda x: model(x, training=False),
+                                                              reduce_retracing=True)
+        self.every, self.prefix = int(every), prefix
+
+    def evaluate(self) -> dict[str, float]:
+        """The metrics on the whole validation data."""
+        means = {name: keras.metrics.Mean() for name in self.functions}
+        for metric in self.metrics:
+            metric.reset_state()
+        for batch in self.data:
+            size = tf.shape(tf.nest.flatten(batch)[0])[0]
+            for name, fn in self.functions.items():
+                means[name].update_state(fn(batch), sample_weight=size)
+            if self.metrics:
+                x, y = batch[0], batch[1]
+                predictions = self.predict(x)
+                for metric in self.metrics:
+                    metric.update_state(y, predictions)
+        values = {m.name: float(m.result()) for m in self.metrics}
+        values.update({name: float(m.result()) for name, m in means.items()})
+        return {self.prefix + name: value for name, value in values.items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = epoch + 1 == self.params.get("epochs")
+        if logs is not None and ((epoch + 1) % self.every == 0 or last):
+            logs.update(self.evaluate())
+
+
+def _validation_batches(data: Any, batch_size: int) -> Any:
+    if isinstance(data, tuple) and len(data) == 2 and all(hasattr(a, "shape") for a in data):
+        return tf.data.Dataset.from_tensor_slices(data).batch(int(batch_size))
+    if isinstance(data, (tf.data.Dataset, list)):
+        return data
+    raise TypeError(f"validation_data must be (x, y) arrays, a tf.data.Dataset or a list of batches, "
+                    f"got {type(data).__name__}")
+
+
+def _keras_metric(metric: Any) -> Any:
+    """A Keras metric instance; ``"accuracy"``/``"acc"`` stay names until the shapes are known."""
+    if isinstance(metric, str) and metric in ("accuracy", "acc"):
+        return _Accuracy()
+    return keras.metrics.get(metric)
+
+
+class _Accuracy(keras.metrics.Mean):
+    """Keras' ``"accuracy"`` as ``compile`` resolves it: sparse categorical for integer
+    labels, categorical for one-hot, binary for one output."""
+
+    def __init__(self):
+        super().__init__(name="accuracy")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = tf.convert_to_tensor(y_true)
+        if y_pred.shape[-1] == 1:
+            hits = keras.metrics.binary_accuracy(tf.cast(y_true, y_pred.dtype), y_pred)
+        elif y_true.shape.rank == y_pred.shape.rank and y_true.shape[-1] == y_pred.shape[-1]:
+            hits = keras.metrics.categorical_accuracy(y_true, y_pred)
+        else:
+            hits = keras.metrics.sparse_categorical_accuracy(y_true, y_pred)
+        return super().update_state(hits, sample_weight)
+
+
+class OnLevel(keras.callbacks.Callback):
+    """A Keras callback that changes ``model.optimizer`` (`keras.callbacks.ReduceLROnPlateau`,
+    `keras.callbacks.LearningRateScheduler`) applied to one level's optimizers::
+
+        ptf.callbacks.OnLevel(keras.callbacks.ReduceLROnPlateau("val_accuracy", factor=0.5), "upper")
+
+    The wrapped callback sees a model whose ``optimizer`` is that level's optimizer (with
+    several variable groups: an object with ``.optimizers``, one per group, which Keras'
+    callbacks handle each in turn) and whose ``stop_training`` is the solver's.
+
+    Args:
+      callback: the Keras callback.
+      level: ``"upper"``, ``"lower"`` (or ApproxGrad's ``"linear"``).
+    """
+
+    def __init__(self, callback: keras.callbacks.Callback, level: str):
+        super().__init__()
+        self.callback, self.level = callback, level
+
+    def set_model(self, model):
+        super().set_model(model)
+        levels = model.named_levels()
+        if self.level not in levels or not levels[self.level].optimizers:
+            names = [k for k, v in levels.items() if v.optimizers]
+            raise ValueError(f"OnLevel: {type(model).__name__} has no optimizer level {self.level!r}; "
+                             f"choose from {names}")
+        self.callback.set_model(_LevelView(model, levels[self.level].optimizers))
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.callback.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        self.callback.on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        self.callback.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.callback.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.callback.on_epoch_end(epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.callback.on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.callback.on_train_batch_end(batch, logs)
+
+
+class _LevelView:
+    """What a Keras callback sees as the model: one level's optimizer(s), the solver's flag."""
+
+    def __init__(self, solver: Any, optimizers: Sequence[Any]):
+        self._solver = solver
+        self.optimizer = optimizers[0] if len(optimizers) == 1 else types.SimpleNamespace(optimizers=list(optimizers))
+
+    @property
+    def stop_training(self) -> bool:
+        return self._solver.stop_training
+
+    @stop_training.setter
+    def stop_training(self, value: bool) -> None:
+        self._solver.stop_training = value
 
 
 class EvaluateEvery(keras.callbacks.Callback):

@@ -4,6 +4,7 @@
 * `adam_steps`: the same Adam as a pure function of tensors, for loops that are themselves
   differentiated or run inside one compiled call (few-shot meta-test classifiers);
 * `TF1RMSProp`: TF1's ``tf.train.RMSPropOptimizer`` (the clean-label attack's training);
+* `schedule_owned`: let a solver's schedule decay a user's optimizer as its own;
 * `reset_optimizer_state`: zero a Keras optimizer's moments and step counter;
 * `make_train_step` and `fit`: plain supervised training of variables on a loss (the
   original's ``train_simple``), per minibatch or full batch in compiled chunks.
@@ -32,6 +33,22 @@ def tf1_adam(learning_rate: float) -> keras.optimizers.Adam:
     """
     return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.9, beta_2=0.999,
                                  epsilon=TF1_ADAM_EPSILON)
+
+
+#: Attribute set by `schedule_owned` on an optimizer instance.
+SCHEDULE_OWNED = "_penalty_tf_schedule_owned"
+
+
+def schedule_owned(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """Mark a Keras optimizer that a solver should treat as its own: Penalty's schedule then
+    multiplies its learning rate by ``lr_decay`` whenever the tolerance test passes, as it
+    does for the optimizers the solver makes from a float learning rate. Without the mark a
+    user's optimizer is never changed by the solver. Returns ``optimizer``.
+
+    Example: ``Penalty(..., lower_optimizer=schedule_owned(keras.optimizers.SGD(0.1, momentum=0.9)))``.
+    """
+    setattr(optimizer, SCHEDULE_OWNED, True)
+    return optimizer
 
 
 def reset_optimizer_state(optimizer: keras.optimizers.Optimizer) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from penalty_tf.optimizers import schedule_owned
 from penalty_tf.solvers import GD, RMD, ApproxGrad, Penalty, PenaltySchedule
 
 RTOL, ATOL = 1e-5, 1e-6
@@ -151,7 +152,9 @@ def specs(var, layout):
 
 
 def sgd(lrs):
-    return [keras.optimizers.SGD(lr) for lr in lrs]
+    """Plain SGD per group, marked `schedule_owned`: Penalty's schedule decays their
+    learning rates as the original decays every optimizer's."""
+    return [schedule_owned(keras.optimizers.SGD(lr)) for lr in lrs]
 
 
 def coordinate_lrs(groups, lrs, size):

@@ -19,6 +19,7 @@ variables) are saved by ``tf.train.Checkpoint(solver=solver, model=model)``.
 from __future__ import annotations
 
 import types
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import tensorflow as tf
@@ -46,6 +47,11 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
     outputs: Mapping[str, tf.DType] = {"f": tf.float32, "g": tf.float32, "status": tf.int32}
     #: The outputs that are schedule state, not measurements (epoch logs keep the last value).
     state_outputs: Sequence[str] = ()
+    #: The losses whose gradients u's direction is made of (named when none reaches u).
+    upper_direction_of: str = "f or g"
+    #: True when u's direction ignores v's dependence on u (GD): a u that f does not use is
+    #: then a warning, not an error (the method's known limit, not a broken problem).
+    upper_direction_is_partial: bool = False
 
     def __init__(self, problem: BilevelProblem, *, upper_optimizer: OptimizerSpec | None,
                  lower_optimizer: OptimizerSpec | None, jit_compile: bool = False,
@@ -149,13 +155,13 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         self._compiled.get_concrete_function(batch_spec, *count_specs)
 
     def run(self, dataset: Any, epochs: int = 1, lower_steps: int = 1,
-            callbacks: Sequence[Any] = (), *, initial_epoch: int = 0,
-            verbose: int = 1, on_nonfinite: str = "stop", **counts: int) -> Any:
+            callbacks: Sequence[Any] = (), **options: Any) -> Any:
         """Keras-style training loop: ``step(batch, lower_steps)`` for every batch of
         ``dataset``, epochs ``initial_epoch … epochs - 1``, with callbacks.
 
-        See `penalty_tf.training.run` for the arguments; returns a `keras.callbacks.History`
-        whose ``history`` holds the per-epoch logs.
+        See `penalty_tf.training.run` for the arguments (``initial_epoch``, ``verbose``,
+        ``batch_size`` for arrays, ``validation_data`` and ``metrics`` ...); returns a
+        `keras.callbacks.History` whose ``history`` holds the per-epoch logs.
 
         Example::
 
@@ -163,8 +169,25 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
                                  callbacks=[ptf.callbacks.TensorBoard("logs")])
         """
         from penalty_tf.training import run
-        return run(self, dataset, epochs, lower_steps, callbacks, initial_epoch=initial_epoch,
-                   verbose=verbose, on_nonfinite=on_nonfinite, **counts)
+        return run(self, dataset, epochs, lower_steps, callbacks, **options)
+
+    def refit(self, dataset: Any, epochs: int = 1, optimizer: Any = 1e-3, **options: Any) -> dict[str, list[float]]:
+        """Train v alone on g with u fixed, from re-initialised v: `penalty_tf.training.refit`."""
+        from penalty_tf.training import refit
+        return refit(self, dataset, epochs, optimizer, **options)
+
+    def get_weights(self) -> list[Any]:
+        """The values of u and v (`variables`) as NumPy arrays (Keras' ``Model.get_weights``;
+        ``EarlyStopping(restore_best_weights=True)`` uses it)."""
+        return [v.numpy() for v in self.variables()]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Assign values from `get_weights` to u and v."""
+        variables = self.variables()
+        if len(weights) != len(variables):
+            raise ValueError(f"set_weights: {len(weights)} arrays for {len(variables)} variables")
+        for var, value in zip(variables, weights):
+            var.assign(value)
 
     def state_variables(self) -> list[tf.Variable]:
         """Every `tf.Variable` of the solver's own state, in a fixed order: each optimizer's
@@ -240,11 +263,28 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
 
     def _typed_iteration(self, batch: Any, *counts: tf.Tensor) -> dict[str, tf.Tensor]:
         """`_iteration` with its outputs checked against and cast to `outputs`."""
-        out = self._iteration(batch, *counts)
+        with autodiff.record_connections() as connected:
+            out = self._iteration(batch, *counts)
+        self._check_connections(connected)
         if set(out) != set(self.outputs):
             raise TypeError(f"{type(self).__name__}._iteration returned {sorted(out)}, "
                             f"declared outputs are {sorted(self.outputs)}")
         return {k: tf.cast(v, self.outputs[k]) for k, v in out.items()}
+
+    def _check_connections(self, connected: Mapping[Any, bool]) -> None:
+        """Refuse a level that no gradient reaches and warn about single variables that get
+        none (they would never move), from what tracing the step recorded."""
+        for level, loss in ((self.upper, self.upper_direction_of), (self.lower, "g")):
+            cut = [v.name for v in level.variables if not connected.get(v.ref(), False)]
+            if not cut:
+                continue
+            message = (f"{type(self).__name__}: no gradient of {loss} reaches the {level.what} {cut[:5]} "
+                       f"({len(cut)} of {len(level.variables)}), so they would never move")
+            if len(cut) == len(level.variables) and not (level is self.upper and self.upper_direction_is_partial):
+                raise ValueError(message + "; the losses must use them (e.g. model(x) inside the loss, with "
+                                           "the variables of that model), and not through .numpy() or a "
+                                           "tf.stop_gradient")
+            warnings.warn(message + "; leave them out of the level or make the losses use them", stacklevel=2)
 
     def _counted_iteration(self, batch: Any, *counts: tf.Tensor) -> dict[str, tf.Tensor]:
         """`_typed_iteration`, then ``iteration += 1`` unless it failed (inside the graph)."""
@@ -296,12 +336,17 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         state or the linear-system vector). Optimizer moments are kept, as in the original;
         see `reset_optimizers` and `restart`."""
         for level in self.levels():
-            level.set_learning_rates(level.initial_lrs)
+            level.reset_learning_rates()
 
     def reset_optimizers(self) -> None:
         """Zero every optimizer's moments and step counter (learning rates unchanged)."""
         for level in self.levels():
             level.reset_optimizer_state()
+
+    def reset_lower_optimizers(self) -> None:
+        """Zero the lower level's optimizer moments and step counters only (e.g. between
+        the task batches of meta-learning); u's optimizer and the learning rates are kept."""
+        self.lower.reset_optimizer_state()
 
     def restart(self) -> None:
         """`reset` and `reset_optimizers`: a fresh solver on the current variable values."""

@@ -46,6 +46,8 @@ class GD(BilevelSolver):
     checked_quantities = {"lower_grad": "the gradient of g w.r.t. the lower variables",
                           "upper_grad": "the gradient of f w.r.t. the upper variables",
                           "f": "f", "g": "g"}
+    upper_direction_of = "f (GD's u-step is the partial gradient df/du)"
+    upper_direction_is_partial = True
 
     def __init__(self, upper_loss: Loss, lower_loss: Loss, upper_vars: VariableSpec,
                  lower_vars: VariableSpec, *, upper_optimizer: OptimizerSpec = 1e-3,

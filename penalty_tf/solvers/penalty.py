@@ -13,7 +13,9 @@ One upper-level iteration (`Penalty.step`) is, exactly in the original's order:
    ``hv = ||grad_v h_lower||^2`` (both already squared norms),
 4. if ``hu^2 + hv^2 < eps^2`` ("the sub-problem is solved"):
    ``rho <- c_rho rho``, ``lambda <- c_lamb lambda``, ``eps <- c_eps eps``, then
-   ``nu <- nu + rho_new G`` and every learning rate ``<- lr_decay * lr``.
+   ``nu <- nu + rho_new G`` and every learning rate ``<- lr_decay * lr`` — of the
+   optimizers the solver made from float learning rates (the original's case); a Keras
+   optimizer passed in is left alone unless marked with `penalty_tf.optimizers.schedule_owned`.
 
 Faithful quirks of the original (docs/original.md §1.1–1.3, §5.1), all reproduced here:
 
@@ -289,6 +291,6 @@ class Penalty(BilevelSolver):
         for nu, gr in zip(self.nu, grad):          # uses the new rho (original's order)
             nu.assign(tf.where(converged, nu + rho_new * gr, nu))
         decay = tf.where(converged, tf.constant(s.lr_decay, tf.float32), 1.0)
-        self.upper.scale_learning_rates(decay)
-        self.lower.scale_learning_rates(decay)
+        self.upper.scale_learning_rates(decay, only_owned=True)
+        self.lower.scale_learning_rates(decay, only_owned=True)
 

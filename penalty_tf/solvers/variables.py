@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from penalty_tf.optimizers import reset_optimizer_state, tf1_adam
+from penalty_tf.optimizers import SCHEDULE_OWNED, reset_optimizer_state, tf1_adam
 from penalty_tf.problem import Bounds, OptimizerSpec, VariableSpec
 from penalty_tf.solvers.ranges import check_learning_rate
 
@@ -81,7 +81,7 @@ def make_optimizers(spec: OptimizerSpec, n_groups: int, what: str) -> list[keras
     A float becomes TF1-style Adam (`tf1_adam`). A single optimizer instance serves one group
     only: Keras 3 optimizers refuse variables they were not built with.
     """
-    items = list(spec) if isinstance(spec, (list, tuple)) else [spec] * n_groups
+    items = _items(spec, n_groups)
     if len(items) != n_groups:
         raise ValueError(f"{what}: {len(items)} optimizers/learning rates for {n_groups} variable groups")
     optimizers = [tf1_adam(check_learning_rate(f"{what}: learning rate", x))
@@ -121,8 +121,12 @@ class Level(tf.__internal__.tracking.AutoTrackable):
         self.groups = as_groups(variables, what)
         self.variables = [v for group in self.groups for v in group]
         self.projection = make_projection(bounds)
+        self.what = what
         self.optimizers = (make_optimizers(optimizers, len(self.groups), what)
                            if optimizers is not None else [])
+        # The optimizers the solver made from a learning rate (not a user's instance).
+        self.owned = [opt is not spec or getattr(opt, SCHEDULE_OWNED, False)
+                      for opt, spec in zip(self.optimizers, _items(optimizers, len(self.groups)))]
         for opt, group in zip(self.optimizers, self.groups):
             opt.build(group)  # eagerly: slot variables cannot be created inside tf.function
         self.initial_lrs = [float(opt.learning_rate.numpy()) for opt in self.optimizers]
@@ -152,14 +156,31 @@ class Level(tf.__internal__.tracking.AutoTrackable):
             for var in self.variables:
                 var.assign(self.projection(var))
 
-    def scale_learning_rates(self, factor: tf.Tensor) -> None:
-        for opt in self.optimizers:
-            opt.learning_rate.assign(opt.learning_rate * factor)
+    def scale_learning_rates(self, factor: tf.Tensor, only_owned: bool = False) -> None:
+        """``lr <- factor * lr`` for every optimizer (``only_owned``: those the solver made
+        from a learning rate). An optimizer driven by a Keras schedule is refused."""
+        for opt, owned in zip(self.optimizers, self.owned):
+            if owned or not only_owned:
+                self._settable(opt).assign(opt.learning_rate * factor)
 
     def set_learning_rates(self, values: float | Sequence[float]) -> None:
         values = list(values) if isinstance(values, (list, tuple)) else [values] * len(self.optimizers)
         for opt, value in zip(self.optimizers, values):
-            opt.learning_rate.assign(value)
+            self._settable(opt).assign(value)
+
+    def reset_learning_rates(self) -> None:
+        """The learning rates back to their initial values (a Keras schedule restarts with
+        the optimizer's step counter instead, see `reset_optimizer_state`)."""
+        for opt, value in zip(self.optimizers, self.initial_lrs):
+            if not has_schedule(opt):
+                opt.learning_rate.assign(value)
+
+    def _settable(self, opt: keras.optimizers.Optimizer) -> tf.Variable:
+        if has_schedule(opt):
+            raise TypeError(f"{self.what}: the learning rate of {opt.name} follows a Keras "
+                            f"{type(opt._learning_rate).__name__}, so it cannot be set or scaled; give the "
+                            "optimizer a float learning rate to use schedules of penalty-tf or Keras callbacks")
+        return opt.learning_rate
 
     def learning_rates(self) -> list[float]:
         return [float(opt.learning_rate.numpy()) for opt in self.optimizers]
@@ -168,6 +189,19 @@ class Level(tf.__internal__.tracking.AutoTrackable):
         """Zero the moments and step counters of this level's optimizers (lrs unchanged)."""
         for opt in self.optimizers:
             reset_optimizer_state(opt)
+
+
+def has_schedule(optimizer: keras.optimizers.Optimizer) -> bool:
+    """Whether the optimizer's learning rate is a Keras ``LearningRateSchedule`` (or a
+    callable), computed from its step counter rather than held in a variable."""
+    return not isinstance(optimizer._learning_rate, keras.Variable)
+
+
+def _items(spec: OptimizerSpec | None, n_groups: int) -> list:
+    """The per-group entries of an optimizer spec (as `make_optimizers` reads it)."""
+    if spec is None:
+        return []
+    return list(spec) if isinstance(spec, (list, tuple)) else [spec] * n_groups
 
 
 def snapshot(variables: Sequence[tf.Variable]) -> list[np.ndarray]:
