@@ -88,17 +88,27 @@ def all_finite(a: Tensors) -> tf.Tensor:
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in a])
 
 
+class ConnectionRecord:
+    """What tracing a step found: the variables some gradient reached (``reached``) and
+    those a gradient of the lower loss g reached (``reached_by_g``; g's values are noted by
+    `note_lower_value`)."""
+
+    def __init__(self) -> None:
+        self.reached: set = set()
+        self.reached_by_g: set = set()
+        self.lower_values: set = set()
+
+
 #: The active `record_connections` records (a list: replicas of a strategy trace in threads).
-_CONNECTION_RECORDS: list[dict] = []
+_CONNECTION_RECORDS: list[ConnectionRecord] = []
 
 
 @contextlib.contextmanager
-def record_connections() -> Iterator[dict]:
-    """While active, note for every variable that a gradient is taken for whether it got one:
-    ``record[variable.ref()]`` is True when some loss depends on it. The solvers record the
-    tracing of their step, so that a variable no loss reaches is named at the first step,
-    without an extra evaluation of the losses."""
-    record: dict = {}
+def record_connections() -> Iterator[ConnectionRecord]:
+    """While active, note which variables the gradients taken reach. The solvers record
+    the tracing of their step, so that a variable no loss reaches is named at the first
+    step, without an extra evaluation of the losses."""
+    record = ConnectionRecord()
     _CONNECTION_RECORDS.append(record)
     try:
         yield record
@@ -106,11 +116,23 @@ def record_connections() -> Iterator[dict]:
         _CONNECTION_RECORDS.remove(record)
 
 
-def zeros_for_missing(grads: Sequence[tf.Tensor | None], variables: Variables) -> list[tf.Tensor]:
-    """Replace ``None`` gradients (a variable the loss does not depend on) by zeros."""
+def note_lower_value(value: tf.Tensor) -> None:
+    """Mark a tensor as a value of the lower loss g (for `record_connections`)."""
     for record in _CONNECTION_RECORDS:
+        record.lower_values.add(value.ref())
+
+
+def zeros_for_missing(grads: Sequence[tf.Tensor | None], variables: Variables,
+                      loss: tf.Tensor | None = None) -> list[tf.Tensor]:
+    """Replace ``None`` gradients (a variable the loss does not depend on) by zeros.
+    ``loss``: the differentiated scalar, when there is one (for `record_connections`)."""
+    for record in _CONNECTION_RECORDS:
+        of_g = loss is not None and loss.ref() in record.lower_values
         for gr, v in zip(grads, variables):
-            record[v.ref()] = record.get(v.ref(), False) or gr is not None
+            if gr is not None:
+                record.reached.add(v.ref())
+                if of_g:
+                    record.reached_by_g.add(v.ref())
     return [tf.zeros_like(v) if gr is None else tf.convert_to_tensor(gr)
             for gr, v in zip(grads, variables)]
 
@@ -125,7 +147,7 @@ def gradient(loss_fn: Callable[[], tf.Tensor], variables: Variables) -> tuple[tf
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(variables)
         loss = loss_fn()
-    return loss, zeros_for_missing(tape.gradient(loss, variables), variables)
+    return loss, zeros_for_missing(tape.gradient(loss, variables), variables, loss)
 
 
 class SecondOrderResult(NamedTuple):
@@ -186,7 +208,7 @@ def gradient_plus_hvp(
         with tf.GradientTape(watch_accessed_variables=False) as inner:
             inner.watch(lower_vars)
             lower_value = lower_loss()
-        lower_grad = zeros_for_missing(inner.gradient(lower_value, lower_vars), lower_vars)
+        lower_grad = zeros_for_missing(inner.gradient(lower_value, lower_vars), lower_vars, lower_value)
         upper_value = upper_loss() if upper_loss is not None else None
     w = direction(lower_grad) if callable(direction) else direction
     w = [tf.stop_gradient(x) for x in w]

@@ -132,3 +132,31 @@ def test_a_negative_learning_rate_given_to_a_solver_is_refused():
         ptf.RMD(lambda b: (u - v) ** 2, lambda b: (v - u) ** 2, u, v, lower_lr=-1.0)
     with pytest.raises(TypeError, match="schedule must be a PenaltySchedule"):
         ptf.Penalty(lambda b: (u - v) ** 2, lambda b: (v - u) ** 2, u, v, schedule={"rho0": 1.0})
+
+
+# ------------------------------------------------------------------ gradient paths
+
+def test_an_upper_level_no_gradient_reaches_is_refused_at_the_first_step_naming_it():
+    u, v = tf.Variable(1.0, name="unused_u"), tf.Variable(0.0, name="v")
+    solver = ptf.Penalty(lambda b: (v - 2.0) ** 2, lambda b: v ** 2, u, v)
+    with pytest.raises(ValueError, match=r"no gradient of f or g reaches the upper_vars \['unused_u:0'\]"):
+        solver.step(None, 2)
+    assert float(u.numpy()) == 1.0 and float(v.numpy()) == 0.0      # refused before any update
+
+
+def test_a_lower_variable_g_does_not_use_is_refused_and_a_partly_unused_level_warned():
+    u, v, w = tf.Variable(1.0, name="u"), tf.Variable(0.0, name="v"), tf.Variable(0.0, name="loose")
+    # f uses w, g does not: the lower problem does not determine w.
+    solver = ptf.ApproxGrad(lambda b: (w - 2.0) ** 2 + u ** 2, lambda b: (u - 1.0) ** 2, u, w)
+    with pytest.raises(ValueError, match=r"no gradient of g reaches the lower_vars \['loose:0'\]"):
+        solver.step(None, 1)
+    solver = ptf.Penalty(lambda b: (v - 2.0) ** 2, lambda b: (v - u) ** 2, [u, w], v)
+    with pytest.warns(UserWarning, match=r"upper_vars \['loose:0'\] \(1 of 2\), so they would never move"):
+        solver.step(None, 1)
+
+
+def test_gd_on_an_f_without_u_is_a_warning_naming_its_partial_gradient():
+    u, v = tf.Variable(1.0, name="u"), tf.Variable(0.0, name="v")
+    solver = ptf.GD(lambda b: (v - 2.0) ** 2, lambda b: (v - u) ** 2, u, v)
+    with pytest.warns(UserWarning, match=r"GD's u-step is the partial gradient df/du"):
+        solver.step(None, 1)

@@ -67,7 +67,7 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         # lists and dicts into tracked containers that a checkpoint would try to save).
         self._untracked = types.SimpleNamespace(lower_init=snapshot(self.lower.variables), constants={})
         self.upper_loss = scalar_loss(problem.upper_loss, "upper_loss (f)")
-        self.lower_loss = scalar_loss(problem.lower_loss, "lower_loss (g)")
+        self.lower_loss = scalar_loss(problem.lower_loss, "lower_loss (g)", lower=True)
         self.lower_step_batch = problem.lower_step_batch
         self.jit_compile = jit_compile
         self.check_finite = check_finite
@@ -271,11 +271,13 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
                             f"declared outputs are {sorted(self.outputs)}")
         return {k: tf.cast(v, self.outputs[k]) for k, v in out.items()}
 
-    def _check_connections(self, connected: Mapping[Any, bool]) -> None:
-        """Refuse a level that no gradient reaches and warn about single variables that get
-        none (they would never move), from what tracing the step recorded."""
-        for level, loss in ((self.upper, self.upper_direction_of), (self.lower, "g")):
-            cut = [v.name for v in level.variables if not connected.get(v.ref(), False)]
+    def _check_connections(self, record: autodiff.ConnectionRecord) -> None:
+        """Refuse a level that no gradient reaches (for v: no gradient of g) and warn about
+        single variables that get none (they would never move), from what tracing the step
+        recorded."""
+        for level, loss, reached in ((self.upper, self.upper_direction_of, record.reached),
+                                     (self.lower, "g", record.reached_by_g)):
+            cut = [v.name for v in level.variables if v.ref() not in reached]
             if not cut:
                 continue
             message = (f"{type(self).__name__}: no gradient of {loss} reaches the {level.what} {cut[:5]} "
@@ -408,18 +410,20 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         raise NotImplementedError
 
 
-def scalar_loss(loss: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+def scalar_loss(loss: Callable[[Any], Any], name: str, lower: bool = False) -> Callable[[Any], Any]:
     """``loss`` with a check, made when the step is traced, that it returns a scalar (a
-    per-example vector would otherwise be differentiated as its sum)."""
+    per-example vector would otherwise be differentiated as its sum); ``lower``: its values
+    are g's (`autodiff.note_lower_value`, for the gradient-path check)."""
     if not callable(loss):
         raise TypeError(f"{name} must be a callable batch -> scalar tensor, got {type(loss).__name__}")
 
     def checked(batch: Any) -> Any:
-        value = loss(batch)
-        shape = tf.convert_to_tensor(value).shape
-        if shape.rank != 0:
-            raise ValueError(f"{name} returned a tensor of shape {shape}; it must return a scalar "
+        value = tf.convert_to_tensor(loss(batch))
+        if value.shape.rank != 0:
+            raise ValueError(f"{name} returned a tensor of shape {value.shape}; it must return a scalar "
                              "(reduce a per-example loss, e.g. with tf.reduce_mean)")
+        if lower:
+            autodiff.note_lower_value(value)
         return value
 
     return checked
