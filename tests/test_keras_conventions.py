@@ -267,3 +267,73 @@ def test_a_run_killed_at_a_random_batch_resumes_to_the_bitwise_equal_result(tmp_
         assert sorted(a.files) == sorted(b.files)
         for name in a.files:
             np.testing.assert_array_equal(a[name], b[name], err_msg=f"{name}, killed after iteration {kill_at}")
+
+
+# ------------------------------------------------------------------ real MNIST, all together
+
+def test_real_mnist_reweighting_with_keras_schedule_plateau_early_stopping_csv_and_validation(shared_data_dir, tmp_path):
+    """Noisy-label reweighting (40 % of 2,000 MNIST labels wrong, 200 clean validation
+    points): a Keras ExponentialDecay on the user's lower Adam, ReduceLROnPlateau on u's
+    learning rate, EarlyStopping on val_accuracy restoring the best weights, CSVLogger and
+    test accuracy as the validation metric, all in one `run`."""
+    from penalty_tf.datasets.mnist import load_mnist
+
+    m, rng = load_mnist(str(shared_data_dir), download=False), np.random.default_rng(0)
+    n, nv, nt = 2000, 200, 2000
+    flat = lambda a: a.reshape(len(a), -1).astype(np.float32) / 255.0
+    x, y = flat(m.x_train[:n]), m.y_train[:n].astype(np.int32)
+    noisy = rng.random(n) < 0.4
+    y_noisy = np.where(noisy, (y + rng.integers(1, 10, n)) % 10, y).astype(np.int32)
+    xv, yv = flat(m.x_train[n:n + nv]), m.y_train[n:n + nv].astype(np.int32)
+    xt, yt = flat(m.x_test[:nt]), m.y_test[:nt].astype(np.int32)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
+    u = tf.Variable(tf.zeros(n), name="importance_logits")
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+
+    def g(batch):
+        (i, xb, yb), _ = batch
+        return tf.reduce_mean(tf.sigmoid(tf.gather(u, i)) * ce(yb, model(xb)))
+
+    def f(batch):
+        _, (xvb, yvb) = batch
+        return tf.reduce_mean(ce(yvb, model(xvb)))
+
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, decay_steps=100, decay_rate=0.8)
+    solver = ptf.Penalty(f, g, u, model, upper_optimizer=1.0, lower_optimizer=keras.optimizers.Adam(schedule),
+                         schedule=ptf.PenaltySchedule(rho0=1.0, lamb0=1.0, eps0=1e-2, nu0=0.0))
+    train = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int32), x, y_noisy)).shuffle(n, seed=0).batch(100)
+    val = tf.data.Dataset.from_tensor_slices((xv, yv)).shuffle(nv, seed=1).repeat().batch(100)
+    best_weights = {}
+    keep = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: best_weights.update({e: solver.get_weights()}))
+    history = solver.run(
+        tf.data.Dataset.zip((train, val)), epochs=10, lower_steps=5, verbose=0,
+        validation_data=(xt, yt), validation_model=model, metrics=["accuracy"],
+        callbacks=[cb.OnLevel(keras.callbacks.ReduceLROnPlateau("val_accuracy", mode="max", patience=1, factor=0.5),
+                              "upper"),
+                   keras.callbacks.EarlyStopping("val_accuracy", mode="max", patience=3, restore_best_weights=True),
+                   keras.callbacks.CSVLogger(str(tmp_path / "log.csv")), keep])
+    acc, epochs = history.history["val_accuracy"], history.epoch
+    # The schedule: 20 batches x 5 lower steps = 100 optimizer steps per epoch.
+    assert history.history["lr_lower"] == pytest.approx([1e-3 * 0.8 ** (k + 1) for k in epochs], rel=1e-5)
+    # ReduceLROnPlateau's rule (min_delta 1e-4, patience 1), replayed on the logged accuracies.
+    lr, best, wait, expected = 1.0, -np.inf, 0, []
+    for a in acc:
+        best, wait = (a, 0) if a - 1e-4 > best else (best, wait + 1)
+        if wait >= 1:
+            lr, wait = lr * 0.5, 0
+        expected.append(lr)
+    assert solver.learning_rates()["upper"] == [pytest.approx(expected[-1])]
+    # EarlyStopping: stopped 3 epochs after the best one (or ran out), weights of the best epoch.
+    top = int(np.argmax(acc))
+    assert len(epochs) == 10 or len(epochs) == top + 4
+    for now, then in zip(solver.get_weights(), best_weights[top]):
+        np.testing.assert_array_equal(now, then)
+    assert np.mean(np.argmax(model(xt).numpy(), 1) == yt) == pytest.approx(max(acc))
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    assert [float(r["val_accuracy"]) for r in rows] == pytest.approx(acc)
+    # The learning itself: a useful classifier from noisy labels, and the clean points weighted up.
+    importance = tf.sigmoid(u).numpy()
+    assert max(acc) > 0.78
+    assert importance[~noisy].mean() > 2 * importance[noisy].mean()
