@@ -136,7 +136,7 @@ class Checkpoint(keras.callbacks.Callback):
             return 0
         try:
             self.manager.checkpoint.restore(path).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as error:
+        except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as error:   # damaged: IndexError
             raise CheckpointError(f"cannot restore {path}: {error}. It was made by another problem or "
                                   "solver, or is damaged; use another directory to start afresh") from None
         return self.solver.epoch

@@ -337,3 +337,13 @@ def test_real_mnist_reweighting_with_keras_schedule_plateau_early_stopping_csv_a
     importance = tf.sigmoid(u).numpy()
     assert max(acc) > 0.78
     assert importance[~noisy].mean() > 2 * importance[noisy].mean()
+
+
+def test_a_damaged_checkpoint_is_one_clear_error_naming_it(tmp_path):
+    p = Problem()
+    ckpt = cb.Checkpoint(p.solver, str(tmp_path / "c"))
+    p.solver.run(p.dataset(), epochs=1, verbose=0, callbacks=[ckpt])
+    data = sorted((tmp_path / "c").glob("ckpt-1.data-*"))[0]
+    data.write_bytes(data.read_bytes()[:100])                  # truncated, as by a full disk
+    with pytest.raises(cb.CheckpointError, match=r"cannot restore .*ckpt-1: .*use another directory"):
+        cb.Checkpoint(Problem().solver, str(tmp_path / "c")).restore()
