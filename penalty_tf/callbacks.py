@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import keras
 import tensorflow as tf
 
+from penalty_tf.solvers import ranges
 from penalty_tf.solvers.monitor import NonFiniteError
 # `run` and `ProgressBar` live with the loop; kept importable from here (0.1's home of both).
 from penalty_tf.training import ProgressBar, run  # noqa: F401
@@ -53,6 +54,9 @@ class TensorBoard(keras.callbacks.Callback):
 
     def __init__(self, log_dir: str, update_freq: int = 1):
         super().__init__()
+        if isinstance(update_freq, bool) or int(update_freq) != update_freq or update_freq < 0:
+            raise ValueError(f"TensorBoard: update_freq must be an integer >= 0 (0: epoch scalars only), "
+                             f"got {update_freq!r}")
         self.log_dir = str(log_dir)
         self.update_freq = int(update_freq)
         self.writer = None
@@ -374,9 +378,18 @@ class ScaleLearningRates(keras.callbacks.Callback):
     def __init__(self, factor: float, when: Callable[[int], bool],
                  levels: Sequence[str] = ("upper", "lower")):
         super().__init__()
-        self.factor = float(factor)
+        if not callable(when):
+            raise TypeError(f"ScaleLearningRates: when must be a function epoch -> bool, got {when!r}")
+        self.factor = ranges.check_value("ScaleLearningRates: factor", factor, ranges.Range(0.0, low_open=True))
         self.when = when
         self.levels = tuple(levels)
+
+    def set_model(self, model):
+        super().set_model(model)
+        unknown = sorted(set(self.levels) - set(model.named_levels()))
+        if unknown:
+            raise ValueError(f"ScaleLearningRates: {type(model).__name__} has no level {unknown}; "
+                             f"choose from {list(model.named_levels())}")
 
     def on_epoch_end(self, epoch, logs=None):
         if self.when(epoch):

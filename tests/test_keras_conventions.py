@@ -347,3 +347,17 @@ def test_a_damaged_checkpoint_is_one_clear_error_naming_it(tmp_path):
     data.write_bytes(data.read_bytes()[:100])                  # truncated, as by a full disk
     with pytest.raises(cb.CheckpointError, match=r"cannot restore .*ckpt-1: .*use another directory"):
         cb.Checkpoint(Problem().solver, str(tmp_path / "c")).restore()
+
+
+def test_callback_arguments_are_checked_where_they_are_made():
+    with pytest.raises(ValueError, match="update_freq must be an integer >= 0"):
+        cb.TensorBoard("logs", update_freq=-1)
+    with pytest.raises(ValueError, match="factor must be > 0"):
+        cb.ScaleLearningRates(-0.5, when=lambda e: True)
+    with pytest.raises(TypeError, match="when must be a function"):
+        cb.ScaleLearningRates(0.5, when=3)
+    p = Problem()
+    with pytest.raises(ValueError, match=r"has no level \['linear'\]"):
+        p.solver.run(p.dataset(), verbose=0, callbacks=[cb.ScaleLearningRates(0.5, lambda e: True, ["linear"])])
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        cb.Validation((p.xv, p.yv), ["accuracy"], model=p.model, every=0)
