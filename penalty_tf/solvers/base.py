@@ -275,8 +275,10 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         """Refuse a level that no gradient reaches (for v: no gradient of g) and warn about
         single variables that get none (they would never move), from what tracing the step
         recorded."""
+        # (g's values are known when the losses are the wrapped ones of __init__)
+        by_g = record.reached_by_g if record.lower_values else record.reached
         for level, loss, reached in ((self.upper, self.upper_direction_of, record.reached),
-                                     (self.lower, "g", record.reached_by_g)):
+                                     (self.lower, "g", by_g)):
             cut = [v.name for v in level.variables if v.ref() not in reached]
             if not cut:
                 continue
