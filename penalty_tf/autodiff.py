@@ -116,10 +116,12 @@ def record_connections() -> Iterator[ConnectionRecord]:
         _CONNECTION_RECORDS.remove(record)
 
 
-def note_lower_value(value: tf.Tensor) -> None:
-    """Mark a tensor as a value of the lower loss g (for `record_connections`)."""
+def note_lower_value(value: tf.Tensor) -> tf.Tensor:
+    """Mark a tensor as a value of the lower loss g (for `record_connections`); returns it."""
+    value = tf.convert_to_tensor(value)
     for record in _CONNECTION_RECORDS:
         record.lower_values.add(value.ref())
+    return value
 
 
 def zeros_for_missing(grads: Sequence[tf.Tensor | None], variables: Variables,

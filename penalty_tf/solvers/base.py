@@ -67,7 +67,7 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         # lists and dicts into tracked containers that a checkpoint would try to save).
         self._untracked = types.SimpleNamespace(lower_init=snapshot(self.lower.variables), constants={})
         self.upper_loss = scalar_loss(problem.upper_loss, "upper_loss (f)")
-        self.lower_loss = scalar_loss(problem.lower_loss, "lower_loss (g)", lower=True)
+        self.lower_loss = scalar_loss(problem.lower_loss, "lower_loss (g)")
         self.lower_step_batch = problem.lower_step_batch
         self.jit_compile = jit_compile
         self.check_finite = check_finite
@@ -275,10 +275,8 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         """Refuse a level that no gradient reaches (for v: no gradient of g) and warn about
         single variables that get none (they would never move), from what tracing the step
         recorded."""
-        # (g's values are known when the losses are the wrapped ones of __init__)
-        by_g = record.reached_by_g if record.lower_values else record.reached
         for level, loss, reached in ((self.upper, self.upper_direction_of, record.reached),
-                                     (self.lower, "g", by_g)):
+                                     (self.lower, "g", record.reached_by_g)):
             cut = [v.name for v in level.variables if v.ref() not in reached]
             if not cut:
                 continue
@@ -377,10 +375,13 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
     def _bind(self, batch: Any) -> tuple[Callable[[], tf.Tensor], Callable[[], tf.Tensor]]:
         """Zero-argument closures ``f()`` and ``g()`` on the given batch (under a
         `tf.distribute` strategy: `autodiff.DistributedLoss` objects, means over replicas)."""
+        def lower_loss(b):
+            return autodiff.note_lower_value(self.lower_loss(b))   # for the gradient-path check
+
         if self.strategy is not None:
             return (autodiff.DistributedLoss(self.upper_loss, batch, self.strategy),
-                    autodiff.DistributedLoss(self.lower_loss, batch, self.strategy))
-        return (lambda: self.upper_loss(batch)), (lambda: self.lower_loss(batch))
+                    autodiff.DistributedLoss(lower_loss, batch, self.strategy))
+        return (lambda: self.upper_loss(batch)), (lambda: lower_loss(batch))
 
     def _bind_lower_steps(self, batch: Any, bound: tuple[Callable, Callable]) -> tuple[Callable, Callable]:
         """f and g for the steps that differentiate w.r.t. v only (lower steps, and
@@ -412,10 +413,9 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         raise NotImplementedError
 
 
-def scalar_loss(loss: Callable[[Any], Any], name: str, lower: bool = False) -> Callable[[Any], Any]:
+def scalar_loss(loss: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
     """``loss`` with a check, made when the step is traced, that it returns a scalar (a
-    per-example vector would otherwise be differentiated as its sum); ``lower``: its values
-    are g's (`autodiff.note_lower_value`, for the gradient-path check)."""
+    per-example vector would otherwise be differentiated as its sum)."""
     if not callable(loss):
         raise TypeError(f"{name} must be a callable batch -> scalar tensor, got {type(loss).__name__}")
 
@@ -424,8 +424,6 @@ def scalar_loss(loss: Callable[[Any], Any], name: str, lower: bool = False) -> C
         if value.shape.rank != 0:
             raise ValueError(f"{name} returned a tensor of shape {value.shape}; it must return a scalar "
                              "(reduce a per-example loss, e.g. with tf.reduce_mean)")
-        if lower:
-            autodiff.note_lower_value(value)
         return value
 
     return checked
