@@ -78,15 +78,12 @@ def _is_array(x: Any) -> bool:
 
 
 def is_array_nest(data: Any) -> bool:
-    """A tuple or dict of arrays (or a list of arrays): data to be sliced into batches, as
-    Keras' ``fit(x, y)`` takes it, rather than a sequence of batches."""
-    if isinstance(data, Mapping):
-        leaves = list(data.values())
-    elif isinstance(data, tuple) or (isinstance(data, list) and data and all(_is_array(x) for x in data)):
-        leaves = tf.nest.flatten(list(data))
-    else:
+    """A tuple or dict of arrays: data to be sliced into batches, as Keras' ``fit(x, y)``
+    takes it. A list is always a sequence of batches."""
+    if not isinstance(data, (tuple, Mapping)):
         return False
-    return bool(leaves) and all(_is_array(x) for x in tf.nest.flatten(leaves))
+    leaves = tf.nest.flatten(dict(data) if isinstance(data, Mapping) else list(data))
+    return bool(leaves) and all(_is_array(x) for x in leaves)
 
 
 def batch_arrays(data: Any, batch_size: int, shuffle: bool = True, seed: Optional[int] = None) -> tf.data.Dataset:
