@@ -10,6 +10,7 @@ Every file appears under its final name only when complete, with the mode an ord
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import math
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Iterable, Iterator, Mapping, Union
 
 import numpy as np
 
@@ -174,6 +175,17 @@ def publish_file(source: PathLike, path: PathLike) -> Path:
 # --------------------------------------------------------------- writable directories
 
 
+def check_writable_file(path: PathLike) -> Path:
+    """Prove, before any work, that ``path`` can later be written by `atomic_file`: it is not
+    a directory, and its directory can be created and written (`check_writable_dir`).
+    Raises `OSError` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
+    check_writable_dir(path.absolute().parent)
+    return path
+
+
 def check_writable_dir(directory: PathLike) -> Path:
     """Create ``directory`` (and its parents) and prove that a file can be written there: a
     probe file is created, written, fsynced and removed. Raises the `OSError` of the first
@@ -231,10 +243,11 @@ def _remove_if_stale(path: Path, now: float) -> bool:
     return True
 
 
-def remove_stale_temps(directory: PathLike) -> list[Path]:
+def remove_stale_temps(directory: PathLike, names: Iterable[str] = ()) -> list[Path]:
     """Remove the temporary files of killed writes directly in ``directory`` (not below it):
     names matching `TEMP_NAME` (``.NAME.XXXXXXXX.tmp``) or `TF_TEMP_NAME` (``ckpt-N_temp``),
-    and only those no live writer holds (`_remove_if_stale`). Returns the paths removed; a
+    or given in ``names`` (a writer's own fixed temporary names), and only those no live
+    writer holds (`_remove_if_stale`). Returns the paths removed; a
     missing directory, or a temporary that vanishes meanwhile or cannot be removed (not
     ours to remove), is no error."""
     directory = Path(directory)
@@ -242,7 +255,7 @@ def remove_stale_temps(directory: PathLike) -> list[Path]:
         return []
     removed, now = [], time.time()
     for entry in sorted(directory.iterdir()):
-        if not (TEMP_NAME.match(entry.name) or TF_TEMP_NAME.match(entry.name)):
+        if not (TEMP_NAME.match(entry.name) or TF_TEMP_NAME.match(entry.name) or entry.name in names):
             continue
         with contextlib.suppress(OSError):
             if _remove_if_stale(entry, now):

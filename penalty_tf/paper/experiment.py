@@ -101,6 +101,7 @@ def add_common_flags(
     epochs: int,
     lower_steps: int,
     resume: bool = False,
+    resume_help: str = "continue from the last checkpoint in --out, if any",
 ) -> argparse.ArgumentParser:
     """Add the flags that every experiment script shares.
 
@@ -111,6 +112,7 @@ def add_common_flags(
         epochs: default of ``--epochs`` (the original's setting).
         lower_steps: default of ``--lower-steps`` (T, the original's ``niter``).
         resume: also add ``--resume`` (for long runs that checkpoint).
+        resume_help: its help, which says what a resume may change (e.g. a longer budget).
 
     Returns:
         The same parser, for chaining.
@@ -142,8 +144,7 @@ def add_common_flags(
     group.add_argument("--quiet", action="store_true", help="no progress bars")
     group.add_argument("--deterministic", action="store_true", help=DETERMINISTIC_HELP)
     if resume:
-        group.add_argument("--resume", action="store_true",
-                           help="continue from the last checkpoint in --out, if any")
+        group.add_argument("--resume", action="store_true", help=resume_help)
     return parser
 
 
@@ -465,8 +466,9 @@ def _user_errors() -> tuple[type, ...]:
 
 #: What to do when a run diverged (NaN/Inf), for error messages. A checkpoint refuses
 #: other learning rates (they are in its resume key), so the advice is a fresh run.
-NONFINITE_ADVICE = ("the run diverged: rerun without --resume (a fresh run replaces the checkpoint) "
-                    "with smaller learning rates (--lr-u, --lr-v; e.g. ten times smaller), or in another --out")
+NONFINITE_ADVICE = ("The run diverged: rerun without --resume (a fresh run replaces the checkpoint) with "
+                    "smaller learning rates (--lr-u, --lr-v; e.g. ten times smaller), or with the settings you "
+                    "changed back at their defaults, or in another --out")
 
 
 def _nonfinite_error() -> tuple[type, ...]:
@@ -508,7 +510,7 @@ def run_main(main_fn: Callable[[], Any]) -> None:
     except _user_errors() as error:
         _fail(str(error), 2)
     except _nonfinite_error() as error:
-        _fail(f"{error}; {NONFINITE_ADVICE}", 2)
+        _fail(f"{str(error).rstrip('.')}. {NONFINITE_ADVICE}", 2)
     except OSError as error:
         _fail(os_error_message(error), 1)
     if isinstance(status, int) and not isinstance(status, bool):
