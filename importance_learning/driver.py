@@ -56,6 +56,9 @@ from penalty_tf.datasets import Split
 from penalty_tf.paper import experiment, published as paper
 
 CHECKPOINT = "checkpoint"
+RESUME_HELP = ("continue from the checkpoint in --out (every setting as before but the run control: "
+               "--epochs may be raised to extend the run, not lowered below the epochs done; other "
+               "learning rates need a fresh run)")
 ACCURACY_KEYS = tuple(f"{name}_accuracy{exact}" for name in ("test", "train", "val") for exact in ("", "_exact"))
 
 
@@ -88,7 +91,8 @@ def build_parser(spec: DatasetSpec) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m {spec.experiment}", description=spec.description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     experiment.add_common_flags(parser, methods=list(spec.methods) + list(BASELINES),
-                                default_method=spec.methods[0], epochs=1, lower_steps=1, resume=True)
+                                default_method=spec.methods[0], epochs=1, lower_steps=1, resume=True,
+                                resume_help=RESUME_HELP)
     add_flags(parser, spec.settings)
     return parser
 
@@ -179,9 +183,10 @@ def run(spec: DatasetSpec, argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Parse the flags, run the method (bilevel or baseline), write result.json; {} after
     ``--stop-after`` (tests: a killed run)."""
     args = build_parser(spec).parse_args(argv)
-    out = experiment.resolve_out_dir(args, spec.experiment)
+    out = experiment.resolve_out_dir(args, spec.experiment, check=False)
     s = from_args(spec.settings, spec.experiment, args)
-    experiment.seed_everything(s.seed)
+    experiment.check_out_dir(out)                # after the flags, before any work
+    experiment.seed_everything(s.seed, deterministic=s.deterministic)
     with experiment.Timer() as timer:
         split, clean_labels, corrupt = prepare_data(spec, s)
         clf = build_classifier(spec, s)
@@ -339,21 +344,18 @@ class BilevelRun:
         the epoch to continue from.
 
         ``--resume`` without a checkpoint starts afresh; with a damaged one (unreadable
-        sidecar or TF files, or TF files without the sidecar naming them) it is an
-        `ExperimentError` that deletes nothing. Only a run without ``--resume`` replaces the
-        checkpoint directory."""
+        sidecar or TF files, or TF files without the sidecar naming them), or with an
+        ``--epochs`` below the epochs it has done, it is an `ExperimentError` that deletes
+        nothing. Only a run without ``--resume`` replaces the checkpoint directory."""
         directory = self.checkpoint.directory
-        if self.s.resume and self.checkpoint.exists():
-            state = experiment.restore_checkpoint(self.checkpoint)
+        state = experiment.restore_checkpoint(self.checkpoint) if self.s.resume else None
+        if state is not None:
+            experiment.check_resume_budget(state["epoch"] - self.s.first_epoch, self.s.epochs, flag="--epochs",
+                                           unit="epochs", directory=directory)
             self.z, self.history, self.pretrain_record = self.logits.numpy().copy(), state["history"], state["pretrain"]
             if not self.s.quiet:
                 print(f"resuming from {directory} at epoch {state['epoch']}", flush=True)
             return state["epoch"]
-        if self.s.resume and any(directory.glob("ckpt-*")):
-            raise experiment.ExperimentError(
-                f"cannot resume: {directory} holds checkpoint files but no {self.checkpoint.sidecar.name} "
-                "naming them (a run killed while writing its first checkpoint, or a damaged directory); "
-                "remove the directory, or run without --resume to start afresh")
         shutil.rmtree(directory, ignore_errors=True)
         self.pretrain()
         self.save(self.s.first_epoch)
@@ -394,7 +396,7 @@ class BilevelRun:
     def train(self, next_epoch: int) -> bool:
         """Epochs ``next_epoch .. first_epoch + epochs - 1`` through `solver.run`; False when
         stopped by ``--stop-after``. A NaN/Inf is an `ExperimentError` naming the epoch, the
-        minibatch and the checkpoint that holds the last finished epoch."""
+        minibatch, the fix and the checkpoint that holds the last finished epoch."""
         from penalty_tf.solvers import NonFiniteError
 
         s = self.s
@@ -410,9 +412,9 @@ class BilevelRun:
         except NonFiniteError as error:
             epoch, batch = self.record.position
             raise experiment.ExperimentError(
-                f"{error} (epoch {epoch}, minibatch {batch}). Nothing was lost: {self.checkpoint.directory} "
-                "holds the state after the last finished epoch; rerun with --resume and smaller learning "
-                "rates.") from None
+                f"{str(error).rstrip('.')} (epoch {epoch}, minibatch {batch}). {experiment.NONFINITE_ADVICE}. "
+                f"{self.checkpoint.directory} holds the state after the last finished epoch (--resume "
+                "continues it, with the same settings)") from None
         return not self.solver.stop_training
 
     def epoch_record(self, epoch: int, seconds: float, last: dict[str, float], converged: int,

@@ -76,6 +76,7 @@ class Settings:
     data_dir: Optional[str] = setting("dataset directory", str, default=None, resume=False)
     out: Optional[str] = setting("output directory", str, default=None, resume=False)
     quiet: bool = setting("no progress output", bool, default=False, resume=False)
+    deterministic: bool = setting(experiment.DETERMINISTIC_HELP, bool, default=False, resume=False)
     resume: bool = setting("continue from the checkpoint in --out", bool, default=False, resume=False)
     stop_after: Optional[int] = setting(argparse.SUPPRESS, int, default=None, resume=False)
 

@@ -31,33 +31,29 @@ def _metrics(result):
     return strip(result["metrics"])
 
 
-#: How a script is run so that TensorFlow computes the same bits in every process: with
-#: Grappler (TF's graph optimizer) off. With it on, its rewrites of the compiled step differ
-#: from process to process, and two *uninterrupted* runs of the MNIST CNN already differ at
-#: float32 round-off (measured on 2026-12-07, TF 2.21, 3 epochs of `MNIST_CNN_TINY` with
-#: Penalty: up to 1.5e-8 on the classifier's weights, 1e-4 on the importance logits; the
-#: first difference is in the first upper iteration, after a bitwise identical
-#: pre-training). oneDNN off and one thread did not help (1 of 6, then 5 of 8 runs differed);
-#: Grappler off made 6 of 6 runs agree bitwise (8 of 8 also with oneDNN off and one
-#: thread). A resumed run can equal the uninterrupted one only as far as two uninterrupted
-#: runs agree, so the CNN resume tests run their scripts in a subprocess without Grappler.
-DETERMINISTIC_START = ("import runpy, sys, tensorflow as tf; "
-                       "tf.config.optimizer.set_experimental_options({'disable_meta_optimizer': True}); "
-                       "sys.argv[0] = %(module)r; runpy.run_module(%(module)r, run_name='__main__')")
-
-
+#: Why the CNN resume tests run their scripts with ``--deterministic``
+#: (`penalty_tf.paper.experiment.make_deterministic`: Grappler, TF's graph optimizer, off and
+#: deterministic kernels), in a subprocess (the settings are process-wide). With Grappler on,
+#: its rewrites of the compiled step differ from process to process, and two *uninterrupted*
+#: runs of the MNIST CNN already differ at float32 round-off (measured on 2026-12-07, TF 2.21,
+#: 3 epochs of `MNIST_CNN_TINY` with Penalty: up to 1.5e-8 on the classifier's weights, 1e-4
+#: on the importance logits; the first difference is in the first upper iteration, after a
+#: bitwise identical pre-training). oneDNN off and one thread did not help (1 of 6, then 5 of
+#: 8 runs differed); Grappler off made 6 of 6 runs agree bitwise (8 of 8 also with oneDNN off
+#: and one thread). A resumed run can equal the uninterrupted one only as far as two
+#: uninterrupted runs agree. (`test_outputs_and_resume.py` checks the flag itself.)
 def _deterministic(module):
-    """``main(argv)`` of ``module`` run as a script in a subprocess started by
-    `DETERMINISTIC_START`, with main's contract: result.json's content, or {} after
-    ``--stop-after``."""
+    """``main(argv)`` of ``module`` run as ``python -m module ... --deterministic`` in a
+    subprocess, with main's contract: result.json's content, or {} after ``--stop-after``."""
     def main(argv):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run([sys.executable, "-c", DETERMINISTIC_START % {"module": module}, *argv],
+        proc = subprocess.run([sys.executable, "-m", module, *argv, "--deterministic"],
                               capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         out = Path(argv[argv.index("--out") + 1])
         return {} if "--stop-after" in argv else _result(out)
     return main
+
 
 def _assert_schedule_follows_the_events(epochs, config):
     """Penalty's state after every epoch, from the run's own record: n convergence events so
@@ -291,7 +287,7 @@ MNIST_SUBPROCESS = _deterministic("importance_learning.mnist")
 def test_mnist_cnn_penalty_killed_and_resumed_equals_uninterrupted(shared_data_dir, tmp_path, random_stop, request):
     """eps0 = 1e6: the tolerance test passes at every upper iteration, so rho, lambda, eps,
     nu and both learning rates change every step and must come back from the checkpoint.
-    Run as `DETERMINISTIC_START` says (see there why)."""
+    Run as `_deterministic` says (see there why)."""
     flags = ["--data-dir", str(shared_data_dir), *MNIST_CNN_TINY, "--method", "penalty", "--eps0", "1e6"]
     full = _killed_and_resumed(MNIST_SUBPROCESS, flags, tmp_path, random_stop, request, epochs=3)
     epochs = full["metrics"]["epochs"]
@@ -303,7 +299,7 @@ def test_mnist_cnn_approxgrad_killed_and_resumed_across_the_halving(shared_data_
                                                                     request):
     """--halve-every 1: lr_u and lr_v are halved at the end of every epoch (epochs 1..3, the
     original's numbering), so every kill point has a halving before it and one after it.
-    Run as `DETERMINISTIC_START` says."""
+    Run as `_deterministic` says."""
     flags = ["--data-dir", str(shared_data_dir), *MNIST_CNN_TINY, "--method", "approxgrad", "--halve-every", "1"]
     full = _killed_and_resumed(MNIST_SUBPROCESS, flags, tmp_path, random_stop, request, epochs=3)
     epochs = full["metrics"]["epochs"]
@@ -459,7 +455,7 @@ def test_svhn_preprocess_and_train(svhn_dir, tmp_path):
 
 
 def test_svhn_killed_and_resumed_equals_uninterrupted(svhn_h5_dir, tmp_path, random_stop, request):
-    """Run as `DETERMINISTIC_START` says (the CNN; see there why)."""
+    """Run as `_deterministic` says (the CNN; see there why)."""
     flags = ["--data-dir", str(svhn_h5_dir), "--batch-size", "50", "--noise", "0.25", "--epochs", "3",
              "--pretrain-epochs", "1", "--lower-steps", "1", "--quiet"]
     full = _killed_and_resumed(_deterministic("importance_learning.svhn"), flags, tmp_path, random_stop, request,
