@@ -52,16 +52,20 @@ def build(s: RunSettings, train: Split, test: Split, make_encoder: Callable[[], 
 
 def restore(checkpoint, s: RunSettings):
     """The `Record` to continue from: the checkpoint's with ``--resume`` (if there is one),
-    else a fresh one. A checkpoint of other settings or a damaged one is an `ExperimentError`."""
+    else a fresh one. A checkpoint of other settings, a damaged one, or one that has done
+    more than ``--iterations`` is an `ExperimentError`."""
     from few_shot.loop import Record
-    if not (s.resume and checkpoint.exists()):
+    state = experiment.restore_checkpoint(checkpoint) if s.resume else None
+    if state is None:
         return Record()
-    hint = "; use another --out or drop --resume"
-    state = experiment.restore_checkpoint(checkpoint, hint)
     try:
         record = Record.from_state(state)
-    except KeyError as error:
-        raise experiment.ExperimentError(f"{checkpoint.sidecar} has no {error}{hint}") from None
+    except (KeyError, TypeError) as error:
+        raise experiment.ExperimentError(
+            f"cannot resume from {checkpoint.directory}: {checkpoint.sidecar} has no valid {error}; delete "
+            f"{checkpoint.directory}{experiment.RESUME_HINT}") from None
+    experiment.check_resume_budget(record.done, s.iterations, flag="--iterations", unit="meta-iterations",
+                                   directory=checkpoint.directory)
     if not s.quiet:
         print(f"resumed from {checkpoint.directory} at meta-iteration {record.done}")
     return record
@@ -140,7 +144,7 @@ def run(s: RunSettings, *, experiment_name: str, train: Split, test: Split,
     from penalty_tf.checkpoints import RunCheckpoint
 
     out = Path(s.out)
-    experiment.seed_everything(s.seed)
+    experiment.seed_everything(s.seed, deterministic=s.deterministic)
     parts = build(s, train, test, make_encoder)
     checkpoint = RunCheckpoint(out / CHECKPOINT, s, rngs=parts.streams, solver=parts.solver,
                                encoder=parts.encoder)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from penalty_tf.files import atomic_file
+
 
 def write_omniglot_tree(root, *, alphabets: int = 2, characters: int = 3, images: int = 20,
                         seed: int = 0) -> Path:
@@ -36,7 +38,8 @@ def write_omniglot_tree(root, *, alphabets: int = 2, characters: int = 3, images
             stroke = rng.random((28, 28)) < 0.15 + 0.05 * c
             for i in reversed(range(images)):
                 pixels = np.where(stroke ^ (rng.random((28, 28)) < 0.03), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels, mode="L").save(folder / f"{1000 + i:04d}_{i + 1:02d}.png")
+                with atomic_file(folder / f"{1000 + i:04d}_{i + 1:02d}.png") as handle:
+                    Image.fromarray(pixels, mode="L").save(handle, format="PNG")
     return root
 
 
@@ -60,7 +63,7 @@ def write_miniimagenet_pickles(directory, *, classes=None, images_per_class: int
     directory.mkdir(parents=True, exist_ok=True)
     classes = classes or {"train": 6, "val": 2, "test": 5}
     for split, n in classes.items():
-        with open(directory / f"mini-imagenet-cache-{split}.pkl", "wb") as handle:
+        with atomic_file(directory / f"mini-imagenet-cache-{split}.pkl") as handle:
             pickle.dump(miniimagenet_dict(n, images_per_class, rng, class_dict), handle, protocol=2)
     return directory
 

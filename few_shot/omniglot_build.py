@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from penalty_tf import files
 from penalty_tf.paper import experiment
 
 
@@ -27,9 +29,11 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     from penalty_tf.datasets import omniglot
 
+    out = experiment.check_out_dir(Path(args.out))          # before reading the images
     report = None if args.quiet else (lambda name: print(f"  {name}", flush=True))
     data = omniglot.build_omniglot_arrays(args.images, progress=report)
-    x_path, y_path = omniglot.save_omniglot_arrays(data, args.out)
+    x_path = files.save_npy_atomic(out / omniglot.X_FILE, data.x)
+    y_path = files.save_npy_atomic(out / omniglot.Y_FILE, data.y)
     characters = data.num_classes // 4
     if len(data.x) != omniglot.FULL_IMAGES or characters != omniglot.FULL_CHARACTERS:
         print(f"warning: {len(data.x)} images of {characters} characters; the full Omniglot has "

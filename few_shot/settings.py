@@ -68,9 +68,13 @@ class RunSettings:
     data_dir: Optional[str] = setting("dataset directory", str, default=None, resume=False)
     out: Optional[str] = setting("output directory (default: runs/<experiment>)", str, default=None,
                                  resume=False)
-    resume: bool = setting("continue from the checkpoint in --out", bool, default=False, resume=False,
-                           action="store_true")
+    resume: bool = setting("continue from the checkpoint in --out (every setting as before but the run "
+                           "control: --iterations may be raised to extend the run, not lowered below the "
+                           "meta-iterations done; other learning rates need a fresh run)", bool, default=False,
+                           resume=False, action="store_true")
     quiet: bool = setting("no progress output", bool, default=False, resume=False, action="store_true")
+    deterministic: bool = setting(experiment.DETERMINISTIC_HELP, bool, default=False, resume=False,
+                                  action="store_true")
     stop_after: Optional[int] = setting(argparse.SUPPRESS, default=None, resume=False)
     solver: Any = dataclasses.field(default=None)
 
@@ -97,14 +101,16 @@ def _derive(values: dict[str, Any]) -> None:
 
 def resolve(cls: type, experiment_name: str, args: argparse.Namespace) -> RunSettings:
     """The checked settings of a run of ``experiment_name`` from its parsed flags; ``out``
-    resolved (`experiment.resolve_out_dir`)."""
-    experiment.resolve_out_dir(args, experiment_name)
+    resolved, then checked (`experiment.resolve_out_dir`) once the flags are: before any work."""
+    out = experiment.resolve_out_dir(args, experiment_name, check=False)
     method = args.method or cls.__dataclass_fields__["method"].default
     table = paper_defaults.defaults(experiment_name, method)
     nway, kshot = (getattr(args, name) or table.get(name) for name in ("nway", "kshot"))
     tables = [table, few_shot_defaults.task_defaults(experiment_name, method, nway, kshot)]
-    return flags.resolve(cls, args, tables, methods=METHODS, config_method=method,
-                         fixed=FIXED_SOLVER_FIELDS, derive=_derive)
+    settings = flags.resolve(cls, args, tables, methods=METHODS, config_method=method,
+                             fixed=FIXED_SOLVER_FIELDS, derive=_derive)
+    experiment.check_out_dir(out)
+    return settings
 
 
 def solver_config(method: str, values: dict[str, Any]) -> Any:

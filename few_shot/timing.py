@@ -105,6 +105,7 @@ def main(argv=None):
     parser.add_argument("--no-meta-test", action="store_true")
     parser.add_argument("--out", default="runs/few_shot_timing")
     args = parser.parse_args(argv)
+    experiment.check_out_dir(args.out)          # before the timings, not at their first write
     rows = []
     for dataset in args.dataset:
         for method in args.method:
