@@ -61,7 +61,7 @@ METHOD_LABELS = {"gd": "GD", "rmd": "RMD", "approxgrad": "ApproxGrad", "penalty"
 RECORDED = {"fs": "f", "gs": "g", "ftilde": "h_lower", "rhos": "rho"}
 #: Flags a resume may change: what a run prints and where, the NaN check, the test hook.
 #: (Which settings run does not matter: each has its own checkpoint.)
-FREE_ON_RESUME = ("out", "resume", "quiet", "no_check_finite", "stop_after")
+FREE_ON_RESUME = ("out", "resume", "quiet", "no_check_finite", "stop_after", "deterministic")
 
 
 # ------------------------------------------------------------------ solver settings
@@ -330,8 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the per-iteration NaN/Inf check (slightly faster)")
     parser.add_argument("--out", default=None, help="output directory (default runs/synthetic)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoints in --out (same settings)")
+                        help="continue from the checkpoints in --out; every setting must be as before, "
+                             "--epochs and --trials included (another length is refused, naming both values)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--deterministic", action="store_true", help=experiment.DETERMINISTIC_HELP)
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -371,7 +373,7 @@ def run_example(example: str, chosen: list[str], args: argparse.Namespace, out: 
 def main(argv: list[str] | None = None) -> dict:
     args, examples, chosen = parse_args(argv)
     out = experiment.resolve_out_dir(args, EXPERIMENT)
-    experiment.seed_everything(args.seed)
+    experiment.seed_everything(args.seed, deterministic=args.deterministic)
     start = time.perf_counter()
     metrics, published, curves = {}, {}, {}
     budget = [args.stop_after]
