@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m poisoning.clean_label",
                                      description=__doc__.split("\n\n")[0])
     experiment.add_common_flags(parser, methods=["penalty"], default_method="penalty",
-                                epochs=201, lower_steps=10, resume=True)
+                                epochs=201, lower_steps=10, resume=True, resume_help=runs.RESUME_HELP)
     run_settings.add_flags(parser, CleanLabelSettings, ("penalty",))
     parser.add_argument("--weights", default="imagenet",
                         help="InceptionV3 weights: 'imagenet', a weights file, or 'none'")
@@ -435,9 +435,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     settings = run_settings.resolve(args, CleanLabelSettings, NAME)
     check_settings(settings)
-    out = experiment.resolve_out_dir(args, NAME)
+    out = experiment.resolve_out_dir(args, NAME, check=False)
     options = runs.RunOptions.from_args(args, out)
-    experiment.seed_everything(args.seed)
+    experiment.check_out_dir(out)                # after the flags, before any work
+    experiment.seed_everything(args.seed, deterministic=args.deterministic)
     start = time.perf_counter()
     attack = build_attack(args, settings)
     state = attack.run(options)

@@ -333,7 +333,7 @@ def add_attack_flags(parser: argparse.ArgumentParser, *, methods: list[str]) -> 
     """The MNIST attacks' flags: the common ones (with ``--resume``), one per setting
     (`poisoning.settings`), ``--xla`` and the checkpoint flags."""
     experiment.add_common_flags(parser, methods=methods, default_method="penalty", epochs=5000,
-                                lower_steps=20, resume=True)
+                                lower_steps=20, resume=True, resume_help=runs.RESUME_HELP)
     run_settings.add_flags(parser, Settings, tuple(methods))
     parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False,
                         help="compile the bilevel update with XLA (same maths; slower here: XLA's "
@@ -353,14 +353,19 @@ def check_settings(settings: Settings) -> None:
         raise experiment.ExperimentError(f"--linear-steps must be >= 0, got {settings.linear_steps}")
 
 
-def start_run(args: argparse.Namespace, name: str) -> tuple[Settings, runs.RunOptions, Path]:
-    """The settings of the run (written back into ``args``), its options and output
-    directory; seeds NumPy's global generator, which the splits use in the original's order."""
+def start_run(args: argparse.Namespace, name: str,
+              check: Optional[Callable[[Settings], None]] = None) -> tuple[Settings, runs.RunOptions, Path]:
+    """The settings of the run (written back into ``args``; ``check(settings)`` refuses what the
+    attack cannot run), its options and output directory (checked once the flags are, before
+    any work); seeds NumPy's global generator, which the splits use in the original's order."""
     settings = run_settings.resolve(args, Settings, name)
     check_settings(settings)
-    out = experiment.resolve_out_dir(args, name)
+    if check is not None:
+        check(settings)
+    out = experiment.resolve_out_dir(args, name, check=False)
     options = runs.RunOptions.from_args(args, out)
-    experiment.seed_everything(args.seed)
+    experiment.check_out_dir(out)
+    experiment.seed_everything(args.seed, deterministic=args.deterministic)
     return settings, options, out
 
 

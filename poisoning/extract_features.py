@@ -19,12 +19,12 @@ do when neither works.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from penalty_tf import files
 from penalty_tf.paper import experiment
 
 NAME = "poisoning.extract_features"
@@ -61,19 +61,6 @@ def extract(model, images: np.ndarray, batch_size: int, *, quiet: bool) -> np.nd
     return out
 
 
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """np.save to a temporary name in the same directory, then rename (no half files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
@@ -83,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     start = time.perf_counter()
     data = dogfish.load_dogfish(args.data_dir)
-    out = Path(args.out) if args.out else data.path.parent
+    out = experiment.check_out_dir(Path(args.out) if args.out else data.path.parent)   # before the model
     model = feature_model(args.weights, image_size=data.x_train.shape[1])
     features = {}
     for split, images in (("train", data.x_train), ("test", data.x_test)):
@@ -92,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
         features[split] = extract(model, images, args.batch_size, quiet=args.quiet)
     train_path, test_path = dogfish.feature_paths(out)
     for path, array in ((train_path, features["train"]), (test_path, features["test"])):
-        save_npy_atomic(path, array)
+        files.save_npy_atomic(path, array)
     wall = time.perf_counter() - start
     if not args.quiet:
         print(f"wrote {train_path} {features['train'].shape} and {test_path} "

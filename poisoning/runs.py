@@ -22,7 +22,10 @@ from penalty_tf.checkpoints import RunCheckpoint
 from penalty_tf.paper import experiment
 
 #: Flags that may differ between a checkpoint and its resumption.
-RUN_ONLY = ("quiet", "resume", "out", "data_dir", "checkpoint_every", "stop_after")
+RUN_ONLY = ("quiet", "resume", "out", "data_dir", "checkpoint_every", "stop_after", "deterministic")
+RESUME_HELP = ("continue from the checkpoint in --out; every flag must be as before but --quiet, --out, "
+               "--data-dir, --checkpoint-every and --deterministic: another --epochs is refused, naming both "
+               "values")
 
 
 def add_run_flags(parser: argparse.ArgumentParser, *, checkpoint_every: int) -> None:

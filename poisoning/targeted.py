@@ -140,11 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    settings, options, out = common.start_run(args, NAME)
-    if settings.npoison % 2 and not (args.method == "label-flip" and args.flip == "eights"):
-        raise experiment.ExperimentError(
-            f"--npoison must be even for the targeted attack (n/2 threes and n/2 eights), "
-            f"got {settings.npoison}")
+
+    def check(settings) -> None:
+        if settings.npoison % 2 and not (args.method == "label-flip" and args.flip == "eights"):
+            raise experiment.ExperimentError(
+                f"--npoison must be even for the targeted attack (n/2 threes and n/2 eights), "
+                f"got {settings.npoison}")
+
+    settings, options, out = common.start_run(args, NAME, check)
     from penalty_tf.datasets import load_mnist
 
     start = time.perf_counter()
