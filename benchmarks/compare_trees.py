@@ -132,8 +132,10 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     trees = dict(item.split("=", 1) for item in args.trees)
     names = list(trees)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from penalty_tf.files import write_text_atomic
+    from penalty_tf.paper.experiment import check_out_dir
+
+    out = check_out_dir(Path(args.out))
     record = {"command": [sys.executable, "-m", "benchmarks.compare_trees", *(argv or sys.argv[1:])],
               "trees": {n: {"path": str(Path(p).resolve()), "commit": git_commit(Path(p))} for n, p in trees.items()},
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "core": args.core,
@@ -153,10 +155,10 @@ def main(argv=None) -> dict:
                 for figure, value in figures.items():
                     record["raw"].setdefault(task, {}).setdefault(name, {}).setdefault(figure, []).append(value)
                 record["summary"] = summarise(record["raw"], *names)
-                (out / "raw.json").write_text(json.dumps(record, indent=1))
+                write_text_atomic(out / "raw.json", json.dumps(record, indent=1))
                 print(f"round {r} {task} {name}: {time.time() - start:.0f} s (load {load:.2f})", flush=True)
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    (out / "raw.json").write_text(json.dumps(record, indent=1))
+    write_text_atomic(out / "raw.json", json.dumps(record, indent=1))
     from penalty_tf.paper.experiment import write_result
 
     write_result(out, experiment="benchmarks.compare_trees", method="+".join(args.tasks),
@@ -170,4 +172,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from penalty_tf.paper.experiment import run_main
+
+    run_main(main)

@@ -8,17 +8,40 @@ digits" files, without the extra set), and writes ``SVHN_single_grey_without_ext
 ``--out-dir`` (default: ``--data-dir``): validation = 100 random training images per class
 (seeded here, unseeded in the original), greyscale 0.2989 R + 0.5870 G + 0.1140 B unscaled,
 one-hot labels, datasets X_train, y_train, X_val, y_val, X_test, y_test. A missing or
-malformed .mat file gives a clear error (exit status 2).
+malformed .mat file gives a clear error (exit status 2). ``--out-dir`` is checked before the
+work; the files are written in a private staging folder there and moved onto their names
+when complete (a kill never leaves half a file under a final name).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from penalty_tf import files
 from penalty_tf.paper import experiment
+
+
+def write_files(mat_dir: Path, out_dir: Path, rng: np.random.Generator, val_per_class: int) -> dict:
+    """`preprocess_svhn` into a staging folder ``.svhn_preprocess.XXXX.tmp`` of ``out_dir``,
+    then each HDF5 file moved onto its name (atomically, with the umask's mode); the staging
+    folder is removed in any case. Returns the grey datasets' shapes."""
+    from penalty_tf.datasets import svhn
+
+    names = (svhn.COLOUR_FILE, svhn.GREY_FILE)
+    files.remove_stale_temps(out_dir, names=[name + ".tmp" for name in names])   # older versions' temps
+    staging = Path(tempfile.mkdtemp(prefix=".svhn_preprocess.", suffix=".tmp", dir=out_dir))
+    try:
+        shapes = svhn.preprocess_svhn(mat_dir, staging, rng, val_per_class)
+        for name in names:
+            files.publish_file(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return shapes
 
 
 def main(argv=None):
@@ -30,10 +53,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.val_per_class < 1:
         raise experiment.ExperimentError("--val-per-class must be >= 1")
-    from penalty_tf.datasets.svhn import preprocess_svhn
-
-    out_dir = Path(args.out_dir or args.data_dir)
-    shapes = preprocess_svhn(Path(args.data_dir), out_dir, np.random.default_rng(args.seed), args.val_per_class)
+    out_dir = experiment.check_out_dir(Path(args.out_dir or args.data_dir), flag="--out-dir")
+    shapes = write_files(Path(args.data_dir), out_dir, np.random.default_rng(args.seed), args.val_per_class)
     for key, shape in shapes.items():
         print(f"{key}: {shape}")
     print(f"wrote {out_dir / 'SVHN_single_grey_without_extra.h5'} and {out_dir / 'SVHN_single_without_extra.h5'}")

@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from penalty_tf.files import write_text_atomic
+
 __all__ = ["REPO_ROOT", "RESULTS", "record", "load_claims", "check_claims", "check_report_blocks",
            "measured_numbers", "unbacked_numbers", "main"]
 
@@ -331,7 +333,7 @@ def update_report_blocks(root: Path = REPO_ROOT) -> list[str]:
         new = REPORT_BLOCK.sub(lambda m: f"<!-- report: {m.group(1)} -->\n"
                                          f"{report_tables(root / m.group(1))}\n<!-- /report -->", text)
         if new != text:
-            path.write_text(new, encoding="utf-8")
+            write_text_atomic(path, new)
             changed.append(file)
     return changed
 

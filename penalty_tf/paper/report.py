@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from penalty_tf.files import atomic_file, write_text_atomic
 from penalty_tf.paper import defaults
 
 __all__ = ["Run", "Group", "load_runs", "metric_value", "budget", "aggregate",
@@ -404,7 +405,8 @@ def plot_tables(groups: list[Group], plot_dir: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         path = plot_dir / (_slug(table) + ".png")
-        fig.savefig(path, dpi=100)
+        with atomic_file(path) as handle:             # a kill never leaves half a PNG
+            fig.savefig(handle, dpi=100, format="png")
         plt.close(fig)
         written.append(path)
     return written
@@ -438,8 +440,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        write_text_atomic(args.out, text)
     else:
         print(text)
     plot_dir = args.plot_dir or (args.out.parent if args.out is not None else None)
@@ -450,4 +451,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from penalty_tf.paper.experiment import run_main
+
+    run_main(main)                                      # an OSError (a full disk): one line
