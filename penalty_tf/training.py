@@ -211,7 +211,7 @@ def _validation_callbacks(validation_data: Any, metrics: Any, model: Any, batch_
         if metrics:
             raise ValueError("metrics= are evaluated on validation_data=; give both")
         return []
-    from penalty_tf.callbacks import Validation
+    from penalty_tf.validation import Validation
     return [Validation(validation_data, metrics, model=model, batch_size=batch_size)]
 
 

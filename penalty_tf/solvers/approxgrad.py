@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from penalty_tf import autodiff
 from penalty_tf.problem import Bounds, BilevelProblem, Loss, OptimizerSpec, VariableSpec
-from penalty_tf.solvers import ranges
+from penalty_tf.solvers.ranges import RANGES, check_config, check_value
 from penalty_tf.solvers.base import BilevelSolver, as_count, problem_arguments
 from penalty_tf.solvers.variables import Level
 
@@ -62,7 +62,7 @@ class ApproxGradConfig:
     correction: str = "indexed"
 
     def __post_init__(self) -> None:
-        ranges.check_config(self)
+        check_config(self)
         if self.correction not in ("indexed", "all"):
             raise ValueError(f"correction must be 'indexed' or 'all', got {self.correction!r}")
 
@@ -116,7 +116,7 @@ class ApproxGrad(BilevelSolver):
         self.p = [[tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="p") for v in group]
                   for group in self.lower.groups]
         self.linear = Level(self.p, linear_optimizer, None, "linear system (p)")
-        self.sig = ranges.check_value("sig", sig, ranges.RANGES["sig"])
+        self.sig = check_value("sig", sig, RANGES["sig"])
         self.extra_linear_step = extra_linear_step
         self.correction = correction
         self._untracked.correction_weights = self._weights_for(correction_weights)

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from penalty_tf import autodiff
 from penalty_tf.problem import Bounds, BilevelProblem, Loss, OptimizerSpec, VariableSpec
-from penalty_tf.solvers import ranges
+from penalty_tf.solvers.ranges import check_config
 from penalty_tf.solvers.base import BilevelSolver, problem_arguments
 
 
@@ -27,7 +27,7 @@ class GDConfig:
     lr_v: float = 1e-4
 
     def __post_init__(self) -> None:
-        ranges.check_config(self)
+        check_config(self)
 
 
 class GD(BilevelSolver):

@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from penalty_tf import autodiff
 from penalty_tf.problem import Bounds, BilevelProblem, Loss, OptimizerSpec, VariableSpec
-from penalty_tf.solvers import ranges
+from penalty_tf.solvers.ranges import check_config
 from penalty_tf.solvers.base import BilevelSolver, problem_arguments
 
 
@@ -71,7 +71,7 @@ class PenaltySchedule:
     lr_decay: float = 0.9
 
     def __post_init__(self) -> None:
-        ranges.check_config(self)   # a ValueError naming the setting and its range
+        check_config(self)   # a ValueError naming the setting and its range
 
     @classmethod
     def single_group(cls, **kwargs: float) -> "PenaltySchedule":

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from penalty_tf import autodiff
 from penalty_tf.problem import Bounds, BilevelProblem, Loss, VariableSpec
-from penalty_tf.solvers import ranges
+from penalty_tf.solvers.ranges import check_config, check_learning_rate
 from penalty_tf.solvers.base import BilevelSolver, problem_arguments
 
 
@@ -43,7 +43,7 @@ class RMDConfig:
     exact: bool = False
 
     def __post_init__(self) -> None:
-        ranges.check_config(self)
+        check_config(self)
 
 
 class RMD(BilevelSolver):
@@ -73,8 +73,8 @@ class RMD(BilevelSolver):
                                  lower_bounds, lower_initializer, lower_step_batch)
         super().__init__(problem, upper_optimizer=None, lower_optimizer=None,
                          jit_compile=jit_compile, check_finite=check_finite)
-        upper_lr = ranges.check_learning_rate("upper_lr", upper_lr)
-        lower_lr = ranges.check_learning_rate("lower_lr", lower_lr)
+        upper_lr = check_learning_rate("upper_lr", upper_lr)
+        lower_lr = check_learning_rate("lower_lr", lower_lr)
         self.upper_lr = tf.Variable(upper_lr, dtype=tf.float32, trainable=False, name="lr_u")
         self.lower_lr = tf.Variable(lower_lr, dtype=tf.float32, trainable=False, name="lr_v")
         self.exact = exact
