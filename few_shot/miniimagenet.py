@@ -39,7 +39,8 @@ class MiniImageNetSettings(run_settings.RunSettings):
 
     images_per_class: int = run_settings.setting(
         "images per class block in the pickles (600 in the real files)", minimum=1)
-    filters: tuple[int, ...] = run_settings.setting("filters of the four residual blocks", nargs=4)
+    filters: tuple[int, ...] = run_settings.setting("filters of the four residual blocks", nargs=4,
+                                                        minimum=1)
     hidden: int = run_settings.setting("width of the 1x1 conv after the blocks", minimum=1)
     features: int = run_settings.setting("feature dimension d", minimum=1)
 

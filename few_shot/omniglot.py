@@ -39,7 +39,7 @@ class OmniglotSettings(run_settings.RunSettings):
     """`RunSettings` plus the meta-train split's size and the encoder's width."""
 
     train_characters: int = run_settings.setting(
-        "characters (x4 rotations = classes) in the meta-train split")
+        "characters (x4 rotations = classes) in the meta-train split", minimum=1)
     filters: int = run_settings.setting("filters per conv block", minimum=1)
 
 

@@ -45,7 +45,7 @@ class RunSettings:
     """Every setting of a few-shot run but the data's and the encoder's (docs/original.md §3.5)."""
 
     method: str = setting("bilevel method", str, default="penalty", choices=METHODS)
-    nway: int = setting("N classes per task", minimum=1)
+    nway: int = setting("N classes per task", minimum=2)
     kshot: int = setting("K support images per class", minimum=1)
     iterations: int = setting("meta-iterations", minimum=1, resume=False)
     meta_batch: int = setting("tasks per meta-batch (T)", minimum=1)
@@ -54,7 +54,7 @@ class RunSettings:
     test_tasks: int = setting("meta-test tasks per evaluation", minimum=1)
     test_steps: int = setting("classifier steps at meta-test", minimum=1)
     test_lr: float = setting("meta-test classifier Adam learning rate (Penalty 1e-3; ApproxGrad lr_v)",
-                             float)
+                             float, above=0)
     lower_steps: int = setting("v-steps per meta-iteration (niter_v)", minimum=1)
     linear_steps: int = setting("ApproxGrad p-steps (niter_p)", minimum=0)
     query_per_class: int = setting(f"query images per class (the original's {QUERY_PER_CLASS})", minimum=1)
@@ -64,7 +64,7 @@ class RunSettings:
                         resume=False, action=argparse.BooleanOptionalAction)
     checkpoint_every: int = setting("save a checkpoint every this many meta-iterations (default: "
                                     "--eval-every)", minimum=1, resume=False)
-    seed: int = setting("random seed", default=0)
+    seed: int = setting("random seed", default=0, **flags.SEED_RANGE)
     data_dir: Optional[str] = setting("dataset directory", str, default=None, resume=False)
     out: Optional[str] = setting("output directory (default: runs/<experiment>)", str, default=None,
                                  resume=False)
@@ -75,7 +75,7 @@ class RunSettings:
     quiet: bool = setting("no progress output", bool, default=False, resume=False, action="store_true")
     deterministic: bool = setting(experiment.DETERMINISTIC_HELP, bool, default=False, resume=False,
                                   action="store_true")
-    stop_after: Optional[int] = setting(argparse.SUPPRESS, default=None, resume=False)
+    stop_after: Optional[int] = setting(argparse.SUPPRESS, default=None, resume=False, minimum=0)
     solver: Any = dataclasses.field(default=None)
 
     def flat(self) -> dict[str, Any]:

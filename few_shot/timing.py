@@ -97,7 +97,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", nargs="+", default=["omniglot", "miniimagenet"],
                         choices=list(SETTINGS))
-    parser.add_argument("--method", nargs="+", default=["penalty", "approxgrad"])
+    parser.add_argument("--method", nargs="+", default=["penalty", "approxgrad"],
+                        choices=["penalty", "approxgrad"])
     parser.add_argument("--xla", nargs="+", default=["off", "on"], choices=["off", "on"])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--meta-batch", type=int, default=None,
@@ -105,6 +106,8 @@ def main(argv=None):
     parser.add_argument("--no-meta-test", action="store_true")
     parser.add_argument("--out", default="runs/few_shot_timing")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or (args.meta_batch is not None and args.meta_batch < 1):
+        parser.error(f"--repeats and --meta-batch must be >= 1, got {args.repeats} and {args.meta_batch}")
     experiment.check_out_dir(args.out)          # before the timings, not at their first write
     rows = []
     for dataset in args.dataset:

@@ -35,7 +35,8 @@ from penalty_tf.paper import experiment
 class CifarSettings(Settings):
     """`Settings` plus the size of the validation set."""
 
-    val_size: int = setting("validation = the last N official training images (default: 10000)", int)
+    val_size: int = setting("validation = the last N official training images (default: 10000)", int,
+                            minimum=1)
 
 
 def load(s: CifarSettings) -> driver.Split:

@@ -46,9 +46,9 @@ from penalty_tf.paper import experiment
 class WRNSettings(Settings):
     """`Settings` plus the network's size and the validation set's."""
 
-    depth: int = setting("WRN depth 6n + 4 (default: 28)", int)
-    width: int = setting("WRN widening factor (default: 10)", int)
-    val_per_class: int = setting("clean validation images per class (default: 100)", int)
+    depth: int = setting("WRN depth 6n + 4 (default: 28)", int, minimum=10)
+    width: int = setting("WRN widening factor (default: 10)", int, minimum=1)
+    val_per_class: int = setting("clean validation images per class (default: 100)", int, minimum=1)
 
 
 def load(s: WRNSettings) -> driver.Split:

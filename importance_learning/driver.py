@@ -110,6 +110,9 @@ def prepare_data(spec: DatasetSpec, s: Settings):
         split = split.replace(x_train=split.x_train[:s.train_size], y_train=split.y_train[:s.train_size])
     if s.test_size is not None:
         split = split.replace(x_test=split.x_test[:s.test_size], y_test=split.y_test[:s.test_size])
+    if len(split.x_train) < s.batch_size:
+        raise experiment.ExperimentError(
+            f"the training set has {len(split.x_train)} points, fewer than --batch-size {s.batch_size}")
     if len(split.x_val) < s.batch_size and s.bilevel:
         raise experiment.ExperimentError(
             f"the validation set has {len(split.x_val)} points, fewer than --batch-size {s.batch_size}")

@@ -36,9 +36,10 @@ def load(s) -> driver.Split:
 class SmallSettings(Settings):
     """`Settings` plus the retraining on the selected points."""
 
-    retrain_epochs: int = setting("epochs of retraining on the selected points + validation", int)
-    retrain_lr: float = setting("Adam learning rate of the retraining")
-    select_threshold: float = setting("importance above which a training point is selected")
+    retrain_epochs: int = setting("epochs of retraining on the selected points + validation", int, minimum=1)
+    retrain_lr: float = setting("Adam learning rate of the retraining", above=0)
+    select_threshold: float = setting("importance above which a training point is selected (importances "
+                                      "are in (0, 1))", minimum=0, below=1)
 
 
 def retrain(s: SmallSettings, clf, split: driver.Split, a: np.ndarray, corrupt: int) -> dict:

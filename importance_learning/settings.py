@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from typing import Any, Optional
 
 from penalty_tf.paper import defaults as paper_defaults
@@ -34,13 +33,14 @@ SOLVER_HELP = {
 
 
 def setting(help: str, kind: type = float, *, default: Any = dataclasses.MISSING, resume: bool = True,
-            choices: Optional[tuple] = None) -> Any:
+            choices: Optional[tuple] = None, **bounds: Any) -> Any:
     """A `Settings` field (`penalty_tf.paper.settings.setting`): its flag's help text, argparse
-    type and choices, and whether a resumed run must agree on it."""
+    type and choices, its range (``minimum``, ``maximum``, ``above``, ``below``), and whether a
+    resumed run must agree on it."""
     extra = {"choices": choices} if choices is not None else {}
     if kind is bool:
         extra["action"] = "store_true"
-    return flags.setting(help, kind, default=default, resume=resume, **extra)
+    return flags.setting(help, kind, default=default, resume=resume, **bounds, **extra)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,29 +48,32 @@ class Settings:
     """Every setting of an importance-learning run (docs/original.md §3.0, §3.14)."""
 
     method: str = setting("bilevel method or baseline", str)
-    seed: int = setting("random seed", int)
-    noise: float = setting("label-noise fraction: the first int(noise N) training labels are corrupted")
-    batch_size: int = setting("training and validation minibatch size", int)
+    seed: int = setting("random seed", int, **flags.SEED_RANGE)
+    noise: float = setting("label-noise fraction: the first int(noise N) training labels are corrupted",
+                           minimum=0, maximum=1)
+    batch_size: int = setting("training and validation minibatch size", int, minimum=1)
     train_size: Optional[int] = setting("use only the first N training points (reduced budgets; noise is "
-                                        "then on the first int(noise N) of them)", int, default=None)
+                                        "then on the first int(noise N) of them)", int, default=None, minimum=1)
     test_size: Optional[int] = setting("evaluate on the first N test points only (tiny CI runs)", int,
-                                       default=None)
-    epochs: int = setting("bilevel epochs", int, resume=False)
+                                       default=None, minimum=1)
+    epochs: int = setting("bilevel epochs", int, resume=False, minimum=1)
     first_epoch: int = setting("index of the first epoch (the original's loops start at 0 or 1; matters "
-                               "for the halving schedule)", int)
-    lower_steps: int = setting("lower-level steps per upper iteration, T", int)
+                               "for the halving schedule)", int, minimum=0)
+    lower_steps: int = setting("lower-level steps per upper iteration, T", int, minimum=1)
     linear_steps: int = setting("ApproxGrad: linear-system steps per upper iteration (niter2; default: "
-                                "= --lower-steps, as the original)", int)
-    halve_every: int = setting("ApproxGrad: halve lr_u and lr_v after every k-th epoch (0: never)", int)
-    pretrain_epochs: int = setting("epochs of pre-training on the validation set", int)
-    pretrain_lr: float = setting("Adam learning rate of pre-training (and of the baselines)")
-    init_low: float = setting("initial importance where the pretrained model disagrees with the label")
-    init_high: float = setting("initial importance where it agrees")
-    train_rounding: str = setting("floor|ceil: minibatches per epoch of plain training", str)
-    eval_rounding: str = setting("floor|ceil: batches in the original accuracy formula", str)
+                                "= --lower-steps, as the original)", int, minimum=0)
+    halve_every: int = setting("ApproxGrad: halve lr_u and lr_v after every k-th epoch (0: never)", int,
+                               minimum=0)
+    pretrain_epochs: int = setting("epochs of pre-training on the validation set", int, minimum=0)
+    pretrain_lr: float = setting("Adam learning rate of pre-training (and of the baselines)", above=0)
+    init_low: float = setting("initial importance where the pretrained model disagrees with the label",
+                              above=0, below=1)
+    init_high: float = setting("initial importance where it agrees", above=0, below=1)
+    train_rounding: str = setting("minibatches per epoch of plain training", str, choices=("floor", "ceil"))
+    eval_rounding: str = setting("batches in the original accuracy formula", str, choices=("floor", "ceil"))
     lower_optimizer: str = setting("lower-level optimizer: TF1 Adam, or SGD with momentum 0.9 (Ren et al.)",
                                    str, choices=("adam", "sgd"))
-    weight_decay: float = setting("L2 weight decay 1/2 wd ||W||^2 on the kernels in g")
+    weight_decay: float = setting("L2 weight decay 1/2 wd ||W||^2 on the kernels in g", minimum=0)
     solver: Any = dataclasses.field(default=None, metadata={"resume": True})
     xla: bool = setting("compile the solver step with XLA", bool, default=False, resume=False)
     data_dir: Optional[str] = setting("dataset directory", str, default=None, resume=False)
@@ -78,7 +81,7 @@ class Settings:
     quiet: bool = setting("no progress output", bool, default=False, resume=False)
     deterministic: bool = setting(experiment.DETERMINISTIC_HELP, bool, default=False, resume=False)
     resume: bool = setting("continue from the checkpoint in --out", bool, default=False, resume=False)
-    stop_after: Optional[int] = setting(argparse.SUPPRESS, int, default=None, resume=False)
+    stop_after: Optional[int] = setting(argparse.SUPPRESS, int, default=None, resume=False, minimum=0)
 
     @property
     def bilevel(self) -> bool:
@@ -115,24 +118,10 @@ def from_args(cls: type, experiment_name: str, args: argparse.Namespace) -> Sett
 
 
 def validate(s: Settings) -> None:
-    """Refuse settings the run cannot use, naming the flag (`ExperimentError`)."""
+    """Refuse settings the run cannot use, naming the flag (`ExperimentError`); the ranges of
+    single settings are declared on the fields and checked by `penalty_tf.paper.settings.resolve`."""
     err = experiment.ExperimentError
-    if not 0.0 <= s.noise <= 1.0:
-        raise err(f"--noise must be in [0, 1], got {s.noise}")
-    if s.batch_size < 1:
-        raise err("--batch-size must be >= 1")
-    for name in ("train_rounding", "eval_rounding"):
-        if getattr(s, name) not in ("floor", "ceil"):
-            raise err(f"--{name.replace('_', '-')} must be floor or ceil")
-    if not 0.0 < s.init_low < 1.0 or not 0.0 < s.init_high < 1.0:
-        raise err("--init-low and --init-high must be in (0, 1)")
-    for name in ("pretrain_epochs", "halve_every"):
-        if getattr(s, name) < 0:
-            raise err(f"--{name.replace('_', '-')} must be >= 0")
-    for name, value in (("lr_u", s.solver.lr_u), ("lr_v", s.solver.lr_v), ("pretrain_lr", s.pretrain_lr)):
-        if not (math.isfinite(value) and value > 0):
-            raise err(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    for name in ("lr_u", "lr_v"):
+        flags.check_range(name, getattr(s.solver, name), above=0)
     if s.train_size is not None and s.train_size < s.batch_size:
-        raise err(f"--train-size must be >= --batch-size ({s.batch_size})")
-    if s.test_size is not None and s.test_size < 1:
-        raise err("--test-size must be >= 1")
+        raise err(f"--train-size must be >= --batch-size ({s.batch_size}), got {s.train_size}")

@@ -24,6 +24,7 @@ import numpy as np
 
 from penalty_tf import files
 from penalty_tf.paper import experiment
+from penalty_tf.paper import settings as flags
 
 
 def write_files(mat_dir: Path, out_dir: Path, rng: np.random.Generator, val_per_class: int) -> dict:
@@ -51,8 +52,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the validation subsample")
     parser.add_argument("--val-per-class", type=int, default=100, help="validation images per class")
     args = parser.parse_args(argv)
-    if args.val_per_class < 1:
-        raise experiment.ExperimentError("--val-per-class must be >= 1")
+    flags.check_range("val_per_class", args.val_per_class, minimum=1)
+    flags.check_range("seed", args.seed, **flags.SEED_RANGE)
     out_dir = experiment.check_out_dir(Path(args.out_dir or args.data_dir), flag="--out-dir")
     shapes = write_files(Path(args.data_dir), out_dir, np.random.default_rng(args.seed), args.val_per_class)
     for key, shape in shapes.items():

@@ -383,16 +383,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_settings(settings: CleanLabelSettings) -> None:
-    """`ExperimentError` for settings the attack cannot run."""
-    if settings.targets is not None and settings.targets < 1:
-        raise experiment.ExperimentError(f"--targets must be >= 1, got {settings.targets}")
-    if settings.train_steps < 1:
-        raise experiment.ExperimentError(f"--train-steps must be >= 1, got {settings.train_steps}")
-    if settings.beta < 0:
-        raise experiment.ExperimentError(f"--beta must be >= 0, got {settings.beta}")
-
-
 def build_attack(args: argparse.Namespace, settings: CleanLabelSettings) -> Attack:
     """The inputs, the frozen InceptionV3 and the attack's problem and solver."""
     from poisoning.inception import feature_model
@@ -433,8 +423,7 @@ def write_outputs(out, args: argparse.Namespace, attack: Attack, state: dict[str
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    settings = run_settings.resolve(args, CleanLabelSettings, NAME)
-    check_settings(settings)
+    settings = run_settings.resolve(args, CleanLabelSettings, NAME)   # checks every setting's range
     out = experiment.resolve_out_dir(args, NAME, check=False)
     options = runs.RunOptions.from_args(args, out)
     experiment.check_out_dir(out)                # after the flags, before any work

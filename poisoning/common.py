@@ -341,25 +341,12 @@ def add_attack_flags(parser: argparse.ArgumentParser, *, methods: list[str]) -> 
     runs.add_run_flags(parser, checkpoint_every=500)
 
 
-def check_settings(settings: Settings) -> None:
-    """`ExperimentError` for settings the attacks cannot run."""
-    if settings.npoison < 1:
-        raise experiment.ExperimentError(f"--npoison must be >= 1, got {settings.npoison}")
-    if settings.npoison > 1000:
-        raise experiment.ExperimentError(f"--npoison must be <= 1000, got {settings.npoison}")
-    if settings.retrain_steps < 1:
-        raise experiment.ExperimentError(f"--retrain-steps must be >= 1, got {settings.retrain_steps}")
-    if settings.linear_steps < 0:
-        raise experiment.ExperimentError(f"--linear-steps must be >= 0, got {settings.linear_steps}")
-
-
 def start_run(args: argparse.Namespace, name: str,
               check: Optional[Callable[[Settings], None]] = None) -> tuple[Settings, runs.RunOptions, Path]:
     """The settings of the run (written back into ``args``; ``check(settings)`` refuses what the
     attack cannot run), its options and output directory (checked once the flags are, before
     any work); seeds NumPy's global generator, which the splits use in the original's order."""
-    settings = run_settings.resolve(args, Settings, name)
-    check_settings(settings)
+    settings = run_settings.resolve(args, Settings, name)   # checks every setting's range
     if check is not None:
         check(settings)
     out = experiment.resolve_out_dir(args, name, check=False)

@@ -36,6 +36,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--updates", type=int, default=10)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
+    if not 1 <= args.npoison <= 1000 or args.rounds < 1 or args.updates < 1:
+        parser.error("--npoison must be in [1, 1000], --rounds and --updates >= 1")
 
     import tensorflow as tf
 

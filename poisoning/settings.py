@@ -26,8 +26,8 @@ class _Bilevel:
     """What every attack has: the solver's config and the bilevel phase's length."""
 
     solver: Any
-    epochs: int = flags.setting("bilevel updates (clean-label: per target)")
-    lower_steps: int = flags.setting("lower steps per update, T")
+    epochs: int = flags.setting("bilevel updates (clean-label: per target)", minimum=1)
+    lower_steps: int = flags.setting("lower steps per update, T", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,23 +36,24 @@ class Settings(_Bilevel):
 
     npoison: int = flags.setting(
         "number of poisoned points, 10..60 = 1 %..6 % of the 1,000 clean points (the "
-        "original's README 'line 15' / 'line 36'); default 60 (targeted ApproxGrad: 50)")
-    retrain_steps: int = flags.setting("Adam steps of clean training and of retraining (full_epochs)")
-    linear_steps: int = flags.setting("ApproxGrad: linear-system steps per update (niter2)", default=0)
+        "original's README 'line 15' / 'line 36'); default 60 (targeted ApproxGrad: 50)", minimum=1, maximum=1000)
+    retrain_steps: int = flags.setting("Adam steps of clean training and of retraining (full_epochs)", minimum=1)
+    linear_steps: int = flags.setting("ApproxGrad: linear-system steps per update (niter2)", default=0, minimum=0)
     halve_every: int = flags.setting("ApproxGrad: halve lr_u and lr_v every this many updates (0: never)",
-                                     default=0)
+                                     default=0, minimum=0)
     first_epoch: int = flags.setting(
-        "ApproxGrad: where the driver's epoch counter starts (0 or 1), which shifts the halvings", default=0)
+        "ApproxGrad: where the driver's epoch counter starts (0 or 1), which shifts the halvings", default=0,
+        minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)
 class CleanLabelSettings(_Bilevel):
     """The clean-label attack: Penalty's config and the per-target protocol."""
 
-    train_steps: int = flags.setting("TF1-RMSProp steps of each (re)training of the classifier")
-    beta: float = flags.setting("weight of ||u - base||^2")
+    train_steps: int = flags.setting("TF1-RMSProp steps of each (re)training of the classifier", minimum=1)
+    beta: float = flags.setting("weight of ||u - base||^2", minimum=0)
     targets: Optional[int] = flags.setting("how many test targets to attack (default: until none remains)",
-                                           default=None)
+                                           default=None, minimum=1)
 
 
 def add_flags(parser: argparse.ArgumentParser, settings_class: type, methods: tuple[str, ...]) -> None:
@@ -64,8 +65,11 @@ def add_flags(parser: argparse.ArgumentParser, settings_class: type, methods: tu
 
 def resolve(args: argparse.Namespace, settings_class: type, experiment_name: str) -> Any:
     """The run's settings: given flags, else the original's value for ``args.method``, else
-    the field's default; written back into ``args``. A solver flag of another method is an
+    the field's default; written back into ``args``. A solver flag of another method, a value
+    out of its range and a ``--seed`` or ``--checkpoint-every`` out of range are an
     `ExperimentError`."""
+    flags.check_range("seed", args.seed, **flags.SEED_RANGE)
+    flags.check_range("checkpoint_every", args.checkpoint_every, minimum=1)
     return flags.resolve(settings_class, args, [defaults.defaults(experiment_name, args.method)],
                          methods=SOLVER_METHODS,
                          config_method=args.method if args.method in SOLVER_METHODS else None)

@@ -52,6 +52,7 @@ import tensorflow as tf
 from penalty_tf import solvers
 from penalty_tf.checkpoints import RunCheckpoint
 from penalty_tf.paper import experiment, published as paper
+from penalty_tf.paper import settings as flag_settings
 from penalty_tf.paper.defaults import synthetic as original
 from synthetic.problems import ALL_EXAMPLES, EXAMPLES, SyntheticProblem, make_problem
 
@@ -111,6 +112,8 @@ def add_solver_flags(parser: argparse.ArgumentParser) -> None:
         first = pairs[0][1]
         default = first if all(v == first for _, v in pairs) else None
         kind = {"action": argparse.BooleanOptionalAction} if isinstance(first, bool) else {"type": type(first)}
+        if name in flag_settings.SOLVER_CHOICES:
+            kind["choices"] = flag_settings.SOLVER_CHOICES[name]
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
                            help=", ".join(METHOD_LABELS.get(m, m) for m, _ in pairs), **kind)
 
@@ -339,15 +342,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], list[str]]:
-    """The flags, checked; and the examples and methods they select."""
+    """The flags, checked (ranges; err recorded at least twice; the chosen methods' configs
+    built once, so that a value a config refuses is a clean error); and the examples and
+    methods they select."""
     args = build_parser().parse_args(argv)
     examples = _expand(args.example, ALL_EXAMPLES, "--example")
     chosen = _expand(args.method, methods(), "--method")
-    for name in ("epochs", "trials", "record_every", "dim"):
-        if getattr(args, name) < 1:
-            raise experiment.ExperimentError(f"--{name.replace('_', '-')} must be >= 1")
-    if min(args.lower_steps) < 1:
-        raise experiment.ExperimentError("--lower-steps must be >= 1")
+    check = flag_settings.check_range
+    for name in ("epochs", "trials", "dim", "lower_steps"):
+        check(name, getattr(args, name), minimum=1)
+    check("seed", args.seed, **flag_settings.SEED_RANGE)
+    check("std", args.std, above=0)
+    check("stop_after", args.stop_after, minimum=0)
+    check("record_every", args.record_every, minimum=1)
+    if args.epochs > 1 and args.record_every >= args.epochs:
+        raise experiment.ExperimentError(
+            f"--record-every {args.record_every} must be smaller than --epochs {args.epochs}: err is recorded "
+            "after iterations 0, N, 2N, ... below --epochs, so only the initial err would be recorded "
+            "(and reported as the final one)")
+    names = {name for method in chosen for name in solver_settings(method)}
+    for name in sorted(names):
+        check(name, getattr(args, name))
+    if "penalty" in chosen:
+        check("c_rho", args.c_rho, above=0)       # the synthetic schedule divides by it
+    for method in chosen:
+        with flag_settings.config_errors(solver_settings(method), f"the settings of --method {method}"):
+            solver_config(method, vars(args))
     return args, examples, chosen
 
 

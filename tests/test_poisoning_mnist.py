@@ -302,7 +302,7 @@ def test_resume_refuses_other_settings(shared_data_dir, tmp_path):
 
 @pytest.mark.parametrize("module,args,message", [
     ("poisoning.targeted", ["--npoison", "15"], "must be even"),
-    ("poisoning.untargeted", ["--npoison", "0"], "--npoison must be >= 1"),
+    ("poisoning.untargeted", ["--npoison", "0"], "--npoison must be in [1, 1000]"),
     ("poisoning.untargeted", ["--retrain-steps", "0"], "--retrain-steps"),
 ])
 def test_bad_input_exits_cleanly(module, args, message, shared_data_dir):

@@ -36,6 +36,8 @@ ROTATIONS = (0, 90, 180, 270)
 FULL_IMAGES = 129_840
 FULL_CHARACTERS = 1_623
 TRAIN_CHARACTERS = 1_200
+#: How far pixels may lie outside [0, 1]: the builder's cubic-spline rotations overshoot a little.
+PIXEL_SLACK = 0.5
 HOW_TO_GET = ("Build the two files with `python -m few_shot.omniglot_build --images DIR/omniglot_resized "
               "--out DIR` from the 28x28 Omniglot PNGs (images_background + images_evaluation "
               "resized to 28x28, one folder per alphabet and character; see the README of "
@@ -159,4 +161,13 @@ def validate_omniglot(x_path: Path, y_path: Path) -> Omniglot:
                         f"(each character in 4 rotations); found {len(np.unique(y))} ids up to {classes - 1}")
     if not np.all(np.isfinite(x)):
         raise DataError(f"{x_path} holds NaN or infinite pixels")
+    low, high = float(x.min()), float(x.max())
+    if low < -PIXEL_SLACK or high > 1 + PIXEL_SLACK:
+        raise DataError(f"{x_path}: pixels span [{low:g}, {high:g}], expected 0..1 (stroke 1, background 0)"
+                        + (": they look like 0..255 values; divide by 255" if high > 2 else "")
+                        + f". {HOW_TO_GET}")
+    if len(x) and float(x.mean()) > 0.5:
+        raise DataError(f"{x_path}: the mean pixel is {float(x.mean()):.2f}: the images look inverted "
+                        "(background 1, strokes 0); the loader expects strokes 1 and background 0 (1 - x). "
+                        f"{HOW_TO_GET}")
     return Omniglot(x, y.astype(np.int32))

@@ -142,6 +142,13 @@ def load_svhn_grey(data_dir: Optional[str] = None) -> Svhn:
             raise DataError(f"{path}: y_{split} has shape {y.shape}, expected ({len(x)}, 10) one-hot")
         if len(x) and (not np.isfinite(x).all() or x.min() < 0 or x.max() > 255):
             raise DataError(f"{path}: X_{split} must hold unscaled grey values in [0, 255]")
+        if len(x) and x.max() <= 1:
+            raise DataError(f"{path}: X_{split} values are in [{x.min():g}, {x.max():g}]: the file looks already "
+                            "scaled to [0, 1], but the experiments expect unscaled grey values 0..255 (as the "
+                            "original; its learning rates are tuned for them); re-run svhn_preprocess")
+        if len(y) and not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
+            raise DataError(f"{path}: y_{split} must be one-hot rows (one 1 and nine 0s per image); "
+                            "re-run svhn_preprocess")
         out[f"x_{split}"] = x.astype(np.float32)
         out[f"y_{split}"] = np.argmax(y, axis=1).astype(np.int64)
     return Svhn(**out)

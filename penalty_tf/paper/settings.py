@@ -16,17 +16,25 @@ of the script's solver methods; every generated flag defaults to None, meaning "
 4. the script's ``derive`` rule (e.g. few-shot's ``test_lr = lr_v``),
 
 and refuses what cannot run, with an `ExperimentError` naming the flag: a field without a
-value, a value below the field's ``minimum``, a solver flag that belongs to another method
-(``--lr-p`` with ``--method penalty``). The resolved values are written back into the
-parsed arguments, so a result.json made from them records what ran.
+value, a value outside the field's range (``minimum``, ``maximum``, ``above``, ``below``;
+`check_range`), a NaN or infinite number, a solver flag that belongs to another method
+(``--lr-p`` with ``--method penalty``), and a value the solver's config refuses (its
+``ValueError``, `config_errors`). The resolved values are written back into the parsed
+arguments, so a result.json made from them records what ran.
+
+Scripts with hand-written flags use `check_range` and `config_errors` for the same
+messages.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import math
+import re
 import typing
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 from penalty_tf import solvers
 from penalty_tf.paper.experiment import ExperimentError
@@ -50,11 +58,20 @@ SOLVER_HELP = {
     "exact": "RMD: include the first step's Jacobian in the reverse pass",
 }
 
+#: Solver config fields with a fixed set of values: their flags get these ``choices``.
+SOLVER_CHOICES = {"correction": ("indexed", "all")}
+
+#: The largest seed: NumPy's legacy global seed (which Keras' ``set_random_seed`` sets) is 32 bits.
+SEED_MAX = 2**32 - 1
+#: The range of every ``--seed``.
+SEED_RANGE = {"minimum": 0, "maximum": SEED_MAX}
+
 Derive = Callable[[dict[str, Any]], None]
 
 
 def setting(help: str, kind: Optional[type] = None, *, default: Any = dataclasses.MISSING,
-            resume: bool = True, minimum: Optional[float] = None, **flag: Any) -> Any:
+            resume: bool = True, minimum: Optional[float] = None, maximum: Optional[float] = None,
+            above: Optional[float] = None, below: Optional[float] = None, **flag: Any) -> Any:
     """A settings field.
 
     Args:
@@ -63,11 +80,60 @@ def setting(help: str, kind: Optional[type] = None, *, default: Any = dataclasse
       default: the field's default, used when neither the flag nor a table gives a value.
       resume: whether a resumed run must agree on it (False for run control: budget, output,
         verbosity); `penalty_tf.checkpoints.resume_key` reads it.
-      minimum: the smallest value allowed.
+      minimum, maximum: the smallest and the largest value allowed.
+      above, below: exclusive bounds (``above=0``: positive).
       flag: further `add_argument` keywords (``choices``, ``nargs``, ``action``).
+
+    A tuple value (``nargs``) is checked entry by entry.
     """
+    bounds = {"minimum": minimum, "maximum": maximum, "above": above, "below": below}
     return dataclasses.field(default=default, metadata={
-        "help": help, "kind": kind, "resume": resume, "minimum": minimum, "flag": flag})
+        "help": help, "kind": kind, "resume": resume, "flag": flag,
+        "range": {k: v for k, v in bounds.items() if v is not None}})
+
+
+def describe_range(minimum: Optional[float] = None, maximum: Optional[float] = None,
+                   above: Optional[float] = None, below: Optional[float] = None) -> str:
+    """The allowed range in words: ``in [0, 1]``, ``>= 1``, ``> 0``, ``in (0, 1)``, ..."""
+    if (minimum is not None or above is not None) and (maximum is not None or below is not None):
+        low = f"[{minimum}" if minimum is not None else f"({above}"
+        high = f"{maximum}]" if maximum is not None else f"{below})"
+        return f"in {low}, {high}"
+    for op, bound in ((">=", minimum), (">", above), ("<=", maximum), ("<", below)):
+        if bound is not None:
+            return f"{op} {bound}"
+    return "a finite number"
+
+
+def check_range(name: str, value: Any, *, minimum: Optional[float] = None, maximum: Optional[float] = None,
+                above: Optional[float] = None, below: Optional[float] = None) -> None:
+    """`ExperimentError` naming the flag of ``name`` and the allowed range when ``value`` (a
+    number, or each entry of a tuple/list; None passes) is outside it or not finite."""
+    values = value if isinstance(value, (tuple, list)) else [value]
+    for v in values:
+        if v is None or isinstance(v, (bool, str)):
+            continue
+        bad = (isinstance(v, float) and not math.isfinite(v)) \
+            or (minimum is not None and v < minimum) or (maximum is not None and v > maximum) \
+            or (above is not None and v <= above) or (below is not None and v >= below)
+        if bad:
+            allowed = describe_range(minimum, maximum, above, below)
+            raise ExperimentError(f"{flag_name(name)} must be {allowed}, got {v}")
+
+
+@contextlib.contextmanager
+def config_errors(names: Iterable[str], what: str = "the solver settings") -> Iterator[None]:
+    """Turn a ``ValueError`` of building a solver config (its ``__post_init__`` refusing a
+    value) into an `ExperimentError` naming the flag: the first of ``names`` (the config's
+    fields) that the message mentions, else ``what``."""
+    try:
+        yield
+    except ValueError as error:
+        message = str(error)
+        found = [(m.start(), name) for name in names
+                 if (m := re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", message))]
+        subject = flag_name(min(found)[1]) if found else what
+        raise ExperimentError(f"{subject}: {message}") from None
 
 
 def flag_name(name: str) -> str:
@@ -102,12 +168,16 @@ def solver_fields(methods: Iterable[str], fixed: Mapping[str, Mapping[str, Any]]
     return out
 
 
-def _add_flag(group: Any, name: str, kind: Any, help: str, default: Any, extra: Mapping[str, Any]) -> None:
-    """One generated flag with default None; the field's own default is shown in the help."""
+def _add_flag(group: Any, name: str, kind: Any, help: str, default: Any, extra: Mapping[str, Any],
+              bounds: Mapping[str, Any] = {}) -> None:
+    """One generated flag with default None; the field's own default and range are shown in
+    the help."""
     kwargs = dict(extra)
-    if default is not dataclasses.MISSING and default is not None and help is not argparse.SUPPRESS:
-        help = f"{help} (default: {default})".replace("%", "%%")
-    elif help is not argparse.SUPPRESS:
+    if help is not argparse.SUPPRESS:
+        if bounds:
+            help = f"{help}; {describe_range(**bounds)}"
+        if default is not dataclasses.MISSING and default is not None:
+            help = f"{help} (default: {default})"
         help = help.replace("%", "%%")
     if kind is bool:
         kwargs.setdefault("action", argparse.BooleanOptionalAction)
@@ -136,11 +206,12 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, methods: Sequence[str]
     for f in run_fields(cls):
         if f.name not in known:
             _add_flag(group, f.name, _flag_type(f, hints[f.name]), f.metadata.get("help", f.name), f.default,
-                      f.metadata.get("flag", {}))
+                      f.metadata.get("flag", {}), f.metadata.get("range", {}))
     for name, (f, hint) in solver_fields(methods, fixed).items():
         if name not in known:
+            extra = {"choices": SOLVER_CHOICES[name]} if name in SOLVER_CHOICES else {}
             _add_flag(group, name, _flag_type(f, hint), solver_help.get(name, SOLVER_HELP.get(name, name)),
-                      dataclasses.MISSING, {})
+                      dataclasses.MISSING, extra)
 
 
 def _first(values: dict[str, Any], tables: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]) -> None:
@@ -166,14 +237,6 @@ def refuse_foreign_solver_flags(args: argparse.Namespace, methods: Sequence[str]
         for name in solver_fields([method]):
             if name not in mine and getattr(args, name, None) is not None:
                 raise ExperimentError(f"{flag_name(name)} is a setting of {method}, not of --method {args.method}")
-
-
-def check_minimums(settings: Any) -> None:
-    """`ExperimentError` for a setting below its field's ``minimum``."""
-    for f in run_fields(type(settings)):
-        minimum, value = f.metadata.get("minimum"), getattr(settings, f.name)
-        if minimum is not None and value is not None and value < minimum:
-            raise ExperimentError(f"{flag_name(f.name)} must be >= {minimum}, got {value}")
 
 
 def resolve(cls: type, args: argparse.Namespace, tables: Sequence[Mapping[str, Any]], *,
@@ -204,13 +267,14 @@ def resolve(cls: type, args: argparse.Namespace, tables: Sequence[Mapping[str, A
         if values[name] is None and f.default is dataclasses.MISSING:
             raise ExperimentError(f"no value for {flag_name(name)}: give it, or add it to penalty_tf.paper.defaults")
         setattr(args, name, values[name])
+    for name, f in fields.items():                    # the run's ranges; NaN and inf anywhere
+        check_range(name, values[name], **f.metadata.get("range", {}))
     solver = None
     if config_method is not None:
-        solver = solvers.make_config(config_method, **{n: values[n] for n in config_fields},
-                                     **fixed.get(config_method, {}))
-    settings = cls(solver=solver, **{f.name: values[f.name] for f in run_fields(cls)})
-    check_minimums(settings)
-    return settings
+        with config_errors(config_fields, f"the settings of --method {config_method}"):
+            solver = solvers.make_config(config_method, **{n: values[n] for n in config_fields},
+                                         **fixed.get(config_method, {}))
+    return cls(solver=solver, **{f.name: values[f.name] for f in run_fields(cls)})
 
 
 def flat(settings: Any, omit: Iterable[str] = ()) -> dict[str, Any]:
