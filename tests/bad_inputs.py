@@ -777,6 +777,11 @@ LIBRARY_CASES: list[LibraryCase] = [
     LibraryCase("make/config-of-another-solver", _config_of_other_solver, TypeError, "expected a PenaltyConfig"),
     LibraryCase("make_config/unknown-field", _config_unknown_field, TypeError, "has no field(s) ['rho']"),
 ]
+# The loop, callbacks and solver settings (tests/bad_inputs_library.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bad_inputs_library  # noqa: E402
+
+LIBRARY_CASES += bad_inputs_library._cases(LibraryCase)
 
 
 # ------------------------------------------------------------------------------ running
