@@ -91,7 +91,8 @@ def write_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """Write a batch file in the official format (used by the tests to build tiny datasets)."""
     images = np.asarray(images, np.uint8)
     data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
+    from penalty_tf.files import atomic_file
+
+    with atomic_file(path) as handle:
         pickle.dump({b"batch_label": b"synthetic", b"labels": [int(v) for v in labels], b"data": data,
                      b"filenames": [b"x.png"] * len(images)}, handle, protocol=2)

@@ -64,9 +64,12 @@ def write_svhn_mats(folder: Path, x_train, y_train, x_test, y_test) -> Path:
     uint8 with digit 0 stored as 10) into ``folder``."""
     from scipy import io
 
+    from penalty_tf.files import atomic_file
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, x, y in (("train_32x32.mat", x_train, y_train), ("test_32x32.mat", x_test, y_test)):
         labels = np.where(np.asarray(y) == 0, 10, y).astype(np.uint8).reshape(-1, 1)
-        io.savemat(folder / name, {"X": to_rgb32(x).transpose(1, 2, 3, 0), "y": labels})
+        with atomic_file(folder / name) as handle:
+            io.savemat(handle, {"X": to_rgb32(x).transpose(1, 2, 3, 0), "y": labels})
     return folder

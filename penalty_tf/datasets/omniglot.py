@@ -109,22 +109,10 @@ def build_omniglot_arrays(images_dir: os.PathLike | str,
 
 def save_omniglot_arrays(data: Omniglot, out_dir: os.PathLike | str) -> tuple[Path, Path]:
     """Write ``x_omniglot_1.npy`` and ``y_omniglot_1.npy`` (atomically) into ``out_dir``."""
-    import tempfile
+    from penalty_tf.files import save_npy_atomic
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, array in ((X_FILE, data.x), (Y_FILE, data.y)):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, array)
-            os.replace(tmp, out / name)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        paths.append(out / name)
+    paths = [save_npy_atomic(out / name, array) for name, array in ((X_FILE, data.x), (Y_FILE, data.y))]
     return paths[0], paths[1]
 
 

@@ -19,12 +19,15 @@ validation subsample unseeded; here it comes from the given NumPy generator.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
 
 from penalty_tf.datasets.lookup import DataError, find_file
+from penalty_tf.files import publish_file
 
 SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
 GREY_FILE = "SVHN_single_grey_without_extra.h5"
@@ -103,15 +106,21 @@ def preprocess_svhn(mat_dir: Path, out_dir: Path, rng: np.random.Generator,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shapes = {}
-    for name, convert in ((COLOUR_FILE, lambda x: x), (GREY_FILE, to_grey)):
-        tmp = out_dir / (name + ".tmp")
-        with h5py.File(tmp, "w") as h5:
-            for split, (x, y) in parts.items():
-                h5.create_dataset(f"X_{split}", data=convert(x))
-                h5.create_dataset(f"y_{split}", data=one_hot(y))
-                if name == GREY_FILE:
-                    shapes[f"X_{split}"] = h5[f"X_{split}"].shape
-        tmp.replace(out_dir / name)        # atomic: no half-written file under the final name
+    # Each file is written in a private staging folder and moved onto its name when complete
+    # (atomic: no half-written file under the final name; no fixed temporary name shared by
+    # two runs); a kill leaves only the staging folder, which the next run does not reuse.
+    staging = Path(tempfile.mkdtemp(prefix=".svhn_staging.", dir=out_dir))
+    try:
+        for name, convert in ((COLOUR_FILE, lambda x: x), (GREY_FILE, to_grey)):
+            with h5py.File(staging / name, "w") as h5:
+                for split, (x, y) in parts.items():
+                    h5.create_dataset(f"X_{split}", data=convert(x))
+                    h5.create_dataset(f"y_{split}", data=one_hot(y))
+                    if name == GREY_FILE:
+                        shapes[f"X_{split}"] = h5[f"X_{split}"].shape
+            publish_file(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return shapes
 
 
