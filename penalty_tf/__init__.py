@@ -33,8 +33,8 @@ _LAZY = {
 }
 
 #: Submodules reachable as attributes (``ptf.callbacks.TensorBoard``, ``ptf.losses``, ...).
-_SUBMODULES = ("autodiff", "callbacks", "checkpoints", "datasets", "losses", "models", "optimizers",
-               "problem", "solvers", "training")
+_SUBMODULES = ("autodiff", "callbacks", "checkpoints", "datasets", "diagnostics", "losses", "models",
+               "optimizers", "problem", "solvers", "training", "validation")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES) + ["__version__"]
 

@@ -63,11 +63,11 @@ def is_state_key(key: str, state_outputs: Sequence[str]) -> bool:
 
 
 def epoch_logs(history: Sequence[dict[str, float]], state_outputs: Sequence[str] = ()) -> dict[str, float]:
-    """Means over an epoch's batch logs; the last value for the schedule state."""
-    if not history:
-        return {}
-    return {k: history[-1][k] if is_state_key(k, state_outputs) else float(np.mean([h[k] for h in history]))
-            for k in history[-1]}
+    """Means over an epoch's batch logs; the last value for the schedule state. An entry a
+    callback added to some batches only is averaged over those."""
+    keys = list(dict.fromkeys(k for h in history for k in h))
+    return {k: [h[k] for h in history if k in h][-1] if is_state_key(k, state_outputs)
+            else float(np.mean([h[k] for h in history if k in h])) for k in keys}
 
 
 # ------------------------------------------------------------------------- data

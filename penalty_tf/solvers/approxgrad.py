@@ -202,6 +202,10 @@ class ApproxGrad(BilevelSolver):
             grads += autodiff.gradient_plus_hvp(f_fn, g_fn, self.lower.variables, minus_p, group).grads
         return grads
 
+    def upper_direction(self, batch: Any = None) -> list[tf.Tensor]:
+        """The surrogate ``f_u - H_uv (m p)`` with the current p (no lower or p-steps)."""
+        return self._surrogate_gradient(*self._bind(batch))
+
     def _iteration(self, batch: Any, lower_steps: tf.Tensor,
                    linear_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         f_fn, g_fn = self._bind(batch)

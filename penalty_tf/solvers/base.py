@@ -189,6 +189,13 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         for var, value in zip(variables, weights):
             var.assign(value)
 
+    def upper_direction(self, batch: Any = None) -> list[tf.Tensor]:
+        """The direction u's next step follows at the current point, before the optimizer
+        (one tensor per upper variable): the solver's estimate of the hypergradient, which
+        `penalty_tf.diagnostics.check_hypergradient` compares with the exact one."""
+        raise NotImplementedError(f"{type(self).__name__} has no u-direction at a fixed point "
+                                  "(its direction depends on the lower steps of the iteration)")
+
     def state_variables(self) -> list[tf.Variable]:
         """Every `tf.Variable` of the solver's own state, in a fixed order: each optimizer's
         variables (step counter, learning rate, moments), the auxiliary variables of a

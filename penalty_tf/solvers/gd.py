@@ -69,6 +69,10 @@ class GD(BilevelSolver):
         options.setdefault("lower_optimizer", config.lr_v)
         return cls(**problem_arguments(problem), **options)
 
+    def upper_direction(self, batch: Any = None) -> list[tf.Tensor]:
+        """The partial gradient ``f_u`` at the current point."""
+        return autodiff.gradient(self._bind(batch)[0], self.upper.variables)[1]
+
     def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         f_fn, g_fn = self._bind(batch)
         _, lower_g = self._bind_lower_steps(batch, (f_fn, g_fn))

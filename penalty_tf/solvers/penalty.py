@@ -237,6 +237,10 @@ class Penalty(BilevelSolver):
         grad_u, grad_v, _ = self._both_gradients(*self._bind(batch), *self._state())
         return grad_u, grad_v
 
+    def upper_direction(self, batch: Any = None) -> list[tf.Tensor]:
+        """``grad_u h_upper = f_u + H_uv (nu + rho G)`` at the current point (`gradients`)."""
+        return self.gradients(batch)[0]
+
     def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         f_fn, g_fn = self._bind(batch)
         lower_f, lower_g = self._bind_lower_steps(batch, (f_fn, g_fn))
