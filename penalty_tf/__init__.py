@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "gradient_plus_hvp": "penalty_tf.autodiff", "hvp": "penalty_tf.autodiff",
     "hvp_and_mixed_vp": "penalty_tf.autodiff", "mixed_vp": "penalty_tf.autodiff",
+    "AID": "penalty_tf.solvers", "AIDConfig": "penalty_tf.solvers",
     "ApproxGrad": "penalty_tf.solvers", "BilevelSolver": "penalty_tf.solvers", "GD": "penalty_tf.solvers",
     "NonFiniteError": "penalty_tf.solvers", "Penalty": "penalty_tf.solvers",
     "PenaltySchedule": "penalty_tf.solvers", "RMD": "penalty_tf.solvers", "tf1_adam": "penalty_tf.optimizers",

@@ -112,11 +112,12 @@ MUTATIONS = [
       "hu * hu + hv * hv < self.eps * self.eps", "hu + hv < self.eps * self.eps",
       "tolerance test on hu + hv (norms not squared again)"),
     M("penalty-no-lr-decay", PEN,
-      "        self.upper.scale_learning_rates(decay)\n        self.lower.scale_learning_rates(decay)",
+      "        self.upper.scale_learning_rates(decay, only_owned=True)\n"
+      "        self.lower.scale_learning_rates(decay, only_owned=True)",
       "        pass",
       "learning rates never decayed"),
     M("penalty-lr-decay-upper-only", PEN,
-      "        self.lower.scale_learning_rates(decay)", "        pass",
+      "        self.lower.scale_learning_rates(decay, only_owned=True)", "        pass",
       "only the upper learning rates decayed"),
     M("penalty-c-lamb-c-eps-swapped", PEN,
       "self.lamb.assign(scaled(self.lamb, s.c_lamb))\n        self.eps.assign(scaled(self.eps, s.c_eps))",
@@ -195,14 +196,14 @@ MUTATIONS = [
       "linear_steps = lower_steps if linear_steps is None", "linear_steps = lower_steps + 1 if linear_steps is None",
       "linear_steps=None gives T + 1 p-steps"),
     M("approxgrad-lower-steps-minus-one", AG,
-      "status = self._loop(lower_steps, lower_step, self.monitor.initial())",
-      "status = self._loop(lower_steps - 1, lower_step, self.monitor.initial())",
+      "status = self._lower_gradient_steps(lower_g, lower_steps)",
+      "status = self._lower_gradient_steps(lower_g, lower_steps - 1)",
       "T-1 lower steps"),
     M("approxgrad-f-v-before-lower-steps", AG,
-      "        status = self._loop(lower_steps, lower_step, self.monitor.initial())\n"
+      "        status = self._lower_gradient_steps(lower_g, lower_steps)\n"
       "        _, f_v = autodiff.gradient(lower_f, v)\n",
       "        _, f_v = autodiff.gradient(lower_f, v)\n"
-      "        status = self._loop(lower_steps, lower_step, self.monitor.initial())\n",
+      "        status = self._lower_gradient_steps(lower_g, lower_steps)\n",
       "linear system's f_v taken at the old v"),
     M("approxgrad-h-stale-f-v", AG,
       "f, f_v = autodiff.gradient(f_fn, v)", "f, _ = autodiff.gradient(f_fn, v)",
@@ -241,14 +242,14 @@ MUTATIONS = [
       "_, grads = autodiff.gradient(g_fn, self.upper.variables)",
       "GD's u-step on g instead of f"),
     M("gd-lower-steps-minus-one", GD_,
-      "status = self._loop(lower_steps, lower_step, self.monitor.initial())",
-      "status = self._loop(lower_steps - 1, lower_step, self.monitor.initial())",
+      "status = self._lower_gradient_steps(lower_g, lower_steps)",
+      "status = self._lower_gradient_steps(lower_g, lower_steps - 1)",
       "T-1 lower steps"),
     M("gd-upper-before-lower", GD_,
-      "        status = self._loop(lower_steps, lower_step, self.monitor.initial())\n"
+      "        status = self._lower_gradient_steps(lower_g, lower_steps)\n"
       "        _, grads = autodiff.gradient(f_fn, self.upper.variables)\n",
       "        _, grads = autodiff.gradient(f_fn, self.upper.variables)\n"
-      "        status = self._loop(lower_steps, lower_step, self.monitor.initial())\n",
+      "        status = self._lower_gradient_steps(lower_g, lower_steps)\n",
       "u-gradient taken at the old v"),
     # --------------------------------------------------------------- base
     M("level-apply-no-projection", VARS,
@@ -260,7 +261,7 @@ MUTATIONS = [
       "            var.assign_sub(delta)",
       "plain steps (RMD) never projected"),
     M("level-lr-scale-assigns-factor", VARS,
-      "opt.learning_rate.assign(opt.learning_rate * factor)", "opt.learning_rate.assign(factor)",
+      "self._settable(opt).assign(opt.learning_rate * factor)", "self._settable(opt).assign(factor)",
       "learning rate set to the decay factor instead of scaled"),
     M("monitor-ignores-failures", MON,
       "return tf.where(tf.logical_or(status != 0, ok), status, code)", "return status",

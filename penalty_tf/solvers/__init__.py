@@ -6,6 +6,7 @@
 
 from penalty_tf.optimizers import tf1_adam
 from penalty_tf.problem import BilevelProblem
+from penalty_tf.solvers.aid import AID, AIDConfig
 from penalty_tf.solvers.approxgrad import ApproxGrad, ApproxGradConfig
 from penalty_tf.solvers.base import BilevelSolver
 from penalty_tf.solvers.gd import GD, GDConfig
@@ -18,7 +19,8 @@ register("penalty", Penalty, PenaltyConfig)
 register("approxgrad", ApproxGrad, ApproxGradConfig)
 register("gd", GD, GDConfig)
 register("rmd", RMD, RMDConfig)
+register("aid", AID, AIDConfig)
 
-__all__ = ["ApproxGrad", "ApproxGradConfig", "BilevelProblem", "BilevelSolver", "GD", "GDConfig",
+__all__ = ["AID", "AIDConfig", "ApproxGrad", "ApproxGradConfig", "BilevelProblem", "BilevelSolver", "GD", "GDConfig",
            "NonFiniteError", "Penalty", "PenaltyConfig", "PenaltySchedule", "RMD", "RMDConfig",
            "config_class", "make", "make_config", "names", "register", "tf1_adam"]

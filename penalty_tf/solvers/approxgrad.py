@@ -213,13 +213,7 @@ class ApproxGrad(BilevelSolver):
         v = self.lower.variables
         check = self.monitor.check
 
-        def lower_step(k, status):
-            _, grads = autodiff.gradient(lower_g, v)
-            status = check(status, "lower_grad", grads, k)
-            self.lower.apply(grads)
-            return status
-
-        status = self._loop(lower_steps, lower_step, self.monitor.initial())
+        status = self._lower_gradient_steps(lower_g, lower_steps)
         _, f_v = autodiff.gradient(lower_f, v)
 
         def linear_step(k, status):

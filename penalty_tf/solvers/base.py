@@ -400,6 +400,19 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
             raise NotImplementedError("lower_step_batch is not supported under a tf.distribute strategy")
         return self._bind(self.lower_step_batch(batch))
 
+    def _lower_gradient_steps(self, lower_g: Callable[[], tf.Tensor], steps: tf.Tensor) -> tf.Tensor:
+        """``steps`` optimizer steps ``v <- opt_v(v, grad_v g)`` (GD, ApproxGrad, AID); the
+        monitor's status."""
+        v, check = self.lower.variables, self.monitor.check
+
+        def lower_step(k, status):
+            _, grads = autodiff.gradient(lower_g, v)
+            status = check(status, "lower_grad", grads, k)
+            self.lower.apply(grads)
+            return status
+
+        return self._loop(steps, lower_step, self.monitor.initial())
+
     @staticmethod
     def _loop(n: tf.Tensor, body: Callable[[tf.Tensor, Any], Any], state: Any) -> Any:
         """Run ``state = body(k, state)`` for k = 0 … n-1 as one `tf.while_loop`."""

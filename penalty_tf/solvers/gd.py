@@ -77,14 +77,7 @@ class GD(BilevelSolver):
         f_fn, g_fn = self._bind(batch)
         _, lower_g = self._bind_lower_steps(batch, (f_fn, g_fn))
         check = self.monitor.check
-
-        def lower_step(k, status):
-            _, grads = autodiff.gradient(lower_g, self.lower.variables)
-            status = check(status, "lower_grad", grads, k)
-            self.lower.apply(grads)
-            return status
-
-        status = self._loop(lower_steps, lower_step, self.monitor.initial())
+        status = self._lower_gradient_steps(lower_g, lower_steps)
         _, grads = autodiff.gradient(f_fn, self.upper.variables)
         status = check(status, "upper_grad", grads)
         self.upper.apply(grads)

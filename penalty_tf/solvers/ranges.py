@@ -48,6 +48,7 @@ RANGES: dict[str, Range] = {
     "nu0": Range(),
     "c_rho": Range(1.0, why="rho must not shrink"),
     "c_lamb": _FACTOR, "c_eps": _FACTOR, "lr_decay": _FACTOR,
+    "neumann_lr": Range(0.0, low_open=True, why="the Neumann iteration's step size eta"),
 }
 
 
