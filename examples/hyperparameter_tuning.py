@@ -29,7 +29,7 @@ import tensorflow as tf
 
 import penalty_tf as ptf
 from mnist_splits import load_splits
-from penalty_tf.files import check_writable_file, write_json_atomic
+from penalty_tf.files import writable_file_argument, write_json_atomic
 from penalty_tf.losses import sparse_softmax_cross_entropy
 
 
@@ -52,14 +52,10 @@ def parse_args(argv=None):
     p.add_argument("--grid", type=float, nargs="*", default=[0.0, 1e-4, 1e-3, 1e-2, 1e-1])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="directory holding mnist.npz")
-    p.add_argument("--out", default=None, help="write the results to this JSON file")
+    p.add_argument("--out", default=None, type=writable_file_argument,   # checked now, not after the work
+                   help="write the results to this JSON file")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    if args.out:
-        try:
-            check_writable_file(args.out)            # now, not after the work
-        except OSError as error:
-            p.error(f"--out {args.out}: {error}")
     return args
 
 

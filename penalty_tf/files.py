@@ -186,6 +186,18 @@ def check_writable_file(path: PathLike) -> Path:
     return path
 
 
+def writable_file_argument(text: str) -> str:
+    """An ``argparse`` ``type=`` for an output file flag: `check_writable_file` when the
+    flags are parsed (before any work); a failure is argparse's usage error naming the flag."""
+    import argparse
+
+    try:
+        check_writable_file(text)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"{text}: {error}") from None
+    return text
+
+
 def check_writable_dir(directory: PathLike) -> Path:
     """Create ``directory`` (and its parents) and prove that a file can be written there: a
     probe file is created, written, fsynced and removed. Raises the `OSError` of the first

@@ -107,3 +107,13 @@ def pytest_terminal_summary(terminalreporter):
         for node, reason in bad:
             terminalreporter.write_line(f"{node}: {reason}")
         terminalreporter.write_line("strict mode (PENALTY_TF_STRICT=1): the session fails")
+
+
+def build_fake_omniglot(root):
+    """A tiny fake Omniglot (2 alphabets x 3 characters x 5 images) built by
+    ``few_shot.omniglot_build`` into ``root/data``; returns that folder."""
+    from few_shot import fake_data, omniglot_build
+
+    fake_data.write_omniglot_tree(root / "omniglot_resized", alphabets=2, characters=3, images=5)
+    omniglot_build.main(["--images", str(root / "omniglot_resized"), "--out", str(root / "data"), "--quiet"])
+    return root / "data"

@@ -56,3 +56,13 @@ def test_data_poisoning_keeps_the_box_and_lowers_test_accuracy(tmp_path, shared_
     assert r["in_box"] and r["mean_pixel_change"] > 0.01
     assert acc["penalty_poisons"] < acc["label_flip"] - 0.02
     assert acc["label_flip"] <= acc["clean"] + 0.01
+
+
+@pytest.mark.parametrize("name", ["hyperparameter_tuning", "reweighting_noisy_labels", "data_poisoning"])
+def test_an_unusable_out_file_is_refused_before_any_work(tmp_path, name):
+    (tmp_path / "a_file").write_text("x")
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / f"{name}.py"), "--quiet",
+                           "--out", str(tmp_path / "a_file" / "result.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "argument --out:" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

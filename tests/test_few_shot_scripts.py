@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from few_shot import fake_data, miniimagenet, omniglot, omniglot_build
+from conftest import build_fake_omniglot
+from few_shot import fake_data, miniimagenet, omniglot
 from penalty_tf.datasets.lookup import DataError
 from penalty_tf.paper.experiment import ExperimentError
 from penalty_tf.solvers import ApproxGradConfig, PenaltyConfig, PenaltySchedule
@@ -17,10 +18,7 @@ TINY = ["--nway", "3", "--kshot", "1", "--meta-batch", "2", "--test-tasks", "3",
 
 @pytest.fixture(scope="module")
 def omniglot_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("omniglot")
-    fake_data.write_omniglot_tree(root / "omniglot_resized", alphabets=2, characters=3, images=5)
-    omniglot_build.main(["--images", str(root / "omniglot_resized"), "--out", str(root / "data"), "--quiet"])
-    return root / "data"
+    return build_fake_omniglot(tmp_path_factory.mktemp("omniglot"))
 
 
 def _omniglot(data, out, *extra):

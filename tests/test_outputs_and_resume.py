@@ -440,12 +440,9 @@ def test_synthetic_damaged_checkpoints_are_refused_keeping_every_file_and_a_fres
 
 @pytest.fixture(scope="module")
 def omniglot_dir(tmp_path_factory):
-    from few_shot import fake_data, omniglot_build
+    from conftest import build_fake_omniglot
 
-    root = tmp_path_factory.mktemp("omniglot")
-    fake_data.write_omniglot_tree(root / "omniglot_resized", alphabets=2, characters=3, images=5)
-    omniglot_build.main(["--images", str(root / "omniglot_resized"), "--out", str(root / "data"), "--quiet"])
-    return root / "data"
+    return build_fake_omniglot(tmp_path_factory.mktemp("omniglot"))
 
 
 def test_few_shot_resume_refuses_a_smaller_budget_and_a_fresh_run_replaces_a_damaged_checkpoint(
