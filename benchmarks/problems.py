@@ -1,0 +1,103 @@
+"""The problems of `benchmarks.compare`: each builds a `BilevelProblem` for a seed, feeds its
+batches and measures its quality, and states the quality a solver should reach.
+
+A problem is a `Spec` (name, quality metric, direction, target, budgets, per-method settings)
+whose ``build(seed, data_dir)`` returns an `Instance`:
+
+* ``problem``: the `BilevelProblem` every solver is made on;
+* ``next_batch()``: the batch of the next upper iteration (None for deterministic problems);
+* ``quality()``: the metric at the current variables (SMD: err, the distance to the
+  solution; distillation: test accuracy of a classifier refitted on the distilled images);
+* ``check_batch``: a fixed batch for `penalty_tf.diagnostics.check_hypergradient`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Instance:
+    problem: Any
+    next_batch: Callable[[], Any]
+    quality: Callable[[], float]
+    check_batch: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A benchmark problem. ``target``: the quality "time to reach" is measured for;
+    ``higher_is_better``: the metric's direction; ``iterations`` / ``quick_iterations``:
+    upper iterations of a full / ``--quick`` run; ``eval_every``: iterations between quality
+    measurements (full run; ``--quick`` measures 4 times); ``rates``: the config fields
+    every method that has them is given on this problem (its learning rates);
+    ``overrides``: method -> further config fields."""
+
+    name: str
+    metric: str
+    higher_is_better: bool
+    target: float
+    iterations: int
+    quick_iterations: int
+    eval_every: int
+    lower_steps: int
+    build: Callable[..., Instance]        # (seed, data_dir, **problem options) -> Instance
+    rates: dict[str, Any]
+    overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def settings(self, method: str, fields: set[str]) -> dict[str, Any]:
+        """The config fields ``method`` (with config fields ``fields``) runs with here."""
+        return {**{k: v for k, v in self.rates.items() if k in fields}, **self.overrides.get(method, {})}
+
+    def reached(self, quality: float) -> bool:
+        return quality >= self.target if self.higher_is_better else quality <= self.target
+
+
+# ------------------------------------------------------------------------ SMD20-24
+def _smd(name: str) -> Callable[..., Instance]:
+    """``options``: `synthetic.problems.make_problem`'s (``p``, ``q``, ``r``)."""
+    def build(seed: int, data_dir: Optional[str], **options: Any) -> Instance:
+        import tensorflow as tf
+
+        from synthetic.problems import make_problem
+
+        problem = make_problem(name, rng=np.random.default_rng([seed, 0]), **options)
+        problem.initialize(np.random.default_rng([seed, 1]))
+        error = tf.function(problem.error, autograph=False)
+        return Instance(problem.bilevel(), lambda: None, lambda: float(error()))
+
+    return build
+
+
+#: The synthetic runs' step sizes (the original's driver) for every method; the penalty
+#: variants take their own schedules' defaults.
+_SMD_RATES = {"lr_u": 1e-3, "lr_v": 1e-4}
+
+
+def _smd_spec(name: str) -> Spec:
+    return Spec(name.lower(), "err", False, 1e-2, iterations=10000, quick_iterations=200,
+                eval_every=250, lower_steps=10, build=_smd(name), rates=_SMD_RATES)
+
+
+# ---------------------------------------------------------------------- distillation
+def _distillation(seed: int, data_dir: Optional[str], **options: Any) -> Instance:
+    """``options``: `benchmarks.distillation.build`'s (``weight_decay``, ``init``)."""
+    from benchmarks import distillation
+
+    d = distillation.build(seed, data_dir=data_dir, **options)
+    batches = iter(distillation.batches(d, 256, seed))
+    check = next(iter(distillation.batches(d, 1000, seed + 1)))
+    return Instance(d.problem, lambda: next(batches), lambda: distillation.refit_accuracy(d), check)
+
+
+_DISTILLATION_RATES = {"lr_u": 1e-2, "lr_v": 1e-2}
+
+SPECS: dict[str, Spec] = {
+    **{s.name: s for s in (_smd_spec(n) for n in ("SMD20", "SMD21", "SMD22", "SMD23", "SMD24"))},
+    "distillation": Spec("distillation", "refit test accuracy", True, 0.8, iterations=2000,
+                         quick_iterations=20, eval_every=100, lower_steps=10, build=_distillation,
+                         rates=_DISTILLATION_RATES, overrides={"approxgrad": {"lr_p": 1e-2}}),
+}
