@@ -74,7 +74,7 @@ def test_make_overrides_config_fields_and_passes_other_options():
 
 def test_make_rejects_unknown_names_and_wrong_configs():
     problem, _, _ = quadratic()
-    with pytest.raises(ValueError, match="unknown solver 'pen'.*approxgrad, gd, penalty, rmd"):
+    with pytest.raises(ValueError, match="unknown solver 'pen'; choose from .*approxgrad, .*gd, penalty, rmd"):
         ptf.make("pen", problem)
     with pytest.raises(TypeError, match="penalty: expected a PenaltyConfig, got GDConfig"):
         ptf.make("penalty", problem, ptf.GDConfig())

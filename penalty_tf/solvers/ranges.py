@@ -49,6 +49,18 @@ RANGES: dict[str, Range] = {
     "c_rho": Range(1.0, why="rho must not shrink"),
     "c_lamb": _FACTOR, "c_eps": _FACTOR, "lr_decay": _FACTOR,
     "neumann_lr": Range(0.0, low_open=True, why="the Neumann iteration's step size eta"),
+    # BOME and PBGD (solvers/bome.py, solvers/pbgd.py)
+    "lr_inner": Range(0.0, low_open=True, why="the inner gradient steps on g would not move"),
+    "eta": Range(0.0, low_open=True, why="BOME's barrier target phi = eta ||grad q||^2 must be positive"),
+    "gamma0": Range(0.0, why="a negative penalty rewards lower-level suboptimality"),
+    "gamma_max": Range(0.0, low_open=True, why="the penalty constant's cap"),
+    "gamma_growth": Range(1.0, why="gamma must not shrink"),
+    "gamma_increment": Range(0.0, why="gamma must not shrink"),
+    # F2SA and SOBA (solvers/f2sa.py, solvers/soba.py)
+    "lr_z": _LEARNING_RATE, "lr_w": _LEARNING_RATE,
+    "lamb_delta": Range(0.0, why="F2SA's lambda must not shrink"),
+    "lamb_delta_power": Range(0.0, why="a negative power would let lambda's increments grow"),
+    "lamb_max": Range(0.0, low_open=True, why="F2SA's cap on lambda"),
 }
 
 
