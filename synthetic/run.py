@@ -57,7 +57,8 @@ from penalty_tf.paper.defaults import synthetic as original
 from synthetic.problems import ALL_EXAMPLES, EXAMPLES, SyntheticProblem, make_problem
 
 EXPERIMENT = original.EXPERIMENT
-METHOD_LABELS = {"gd": "GD", "rmd": "RMD", "approxgrad": "ApproxGrad", "penalty": "Penalty"}
+METHOD_LABELS = {"gd": "GD", "rmd": "RMD", "approxgrad": "ApproxGrad", "penalty": "Penalty", "aid": "AID",
+                 "bome": "BOME", "v-pbgd": "V-PBGD", "g-pbgd": "G-PBGD", "f2sa": "F2SA", "soba": "SOBA"}
 #: The recorded curves besides err, and the solver output each records (if the solver has it).
 RECORDED = {"fs": "f", "gs": "g", "ftilde": "h_lower", "rhos": "rho"}
 #: Flags a resume may change: what a run prints and where, the NaN check, the test hook.
@@ -68,8 +69,14 @@ FREE_ON_RESUME = ("out", "resume", "quiet", "no_check_finite", "stop_after", "de
 # ------------------------------------------------------------------ solver settings
 def methods() -> tuple[str, ...]:
     """The ``--method`` values: the solvers registered in `penalty_tf.solvers` that have a
-    row in `penalty_tf.paper.defaults.synthetic`, in the table's order."""
+    row in `penalty_tf.paper.defaults.synthetic`, in the table's order (``--method all``)."""
     return tuple(m for e, m in original.DEFAULTS if e == EXPERIMENT and m in solvers.names())
+
+
+def paper_methods() -> tuple[str, ...]:
+    """The original's four methods (``--method paper``, the default): `methods` without the
+    solvers the paper did not have (``penalty_tf.paper.defaults.synthetic.EXTENSIONS``)."""
+    return tuple(m for m in methods() if m not in original.EXTENSIONS)
 
 
 def solver_settings(method: str) -> dict[str, Any]:
@@ -301,12 +308,18 @@ def plot_example(example: str, curves: dict[tuple[str, int], np.ndarray], record
 
 
 # ----------------------------------------------------------------------------- flags
-def _expand(values: list[str], allowed: tuple, flag: str) -> list:
+def _expand(values: list[str], allowed: tuple, flag: str, named: Optional[Mapping[str, tuple]] = None) -> list:
+    """``values`` checked against ``allowed``; ``all`` means every allowed value and a key
+    of ``named`` its group (``paper``: the original's methods)."""
     if "all" in values:
         return list(allowed)
+    for name, group in (named or {}).items():
+        if name in values:
+            values = [v for v in values if v != name] + list(group)
     bad = [v for v in values if v not in allowed]
     if bad:
-        raise experiment.ExperimentError(f"{flag}: unknown value(s) {bad}; choose from {list(allowed)} or all")
+        raise experiment.ExperimentError(f"{flag}: unknown value(s) {bad}; choose from {list(allowed)}, "
+                                         + ", ".join([*(named or {}), "all"]))
     return list(dict.fromkeys(values))
 
 
@@ -316,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--example", nargs="+", default=["all"],
                         help=f"examples ({', '.join(ALL_EXAMPLES)}) or 'all' = {' '.join(EXAMPLES)}")
-    parser.add_argument("--method", nargs="+", default=["all"],
-                        help=f"methods ({', '.join(methods())}) or 'all'")
+    parser.add_argument("--method", nargs="+", default=["paper"],
+                        help=f"methods ({', '.join(methods())}), 'paper' = {' '.join(paper_methods())} "
+                             "(the original's), or 'all'")
     parser.add_argument("--lower-steps", nargs="+", type=int, default=list(run["lower_steps"]),
                         metavar="T", help="inner iterations T per upper iteration")
     parser.add_argument("--epochs", type=int, default=run["epochs"], help="upper iterations per trial")
@@ -347,7 +361,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], l
     methods they select."""
     args = build_parser().parse_args(argv)
     examples = _expand(args.example, ALL_EXAMPLES, "--example")
-    chosen = _expand(args.method, methods(), "--method")
+    chosen = _expand(args.method, methods(), "--method", {"paper": paper_methods()})
     check = flag_settings.check_range
     for name in ("epochs", "trials", "dim", "lower_steps"):
         check(name, getattr(args, name), minimum=1)

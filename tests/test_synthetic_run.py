@@ -12,7 +12,7 @@ from penalty_tf import solvers
 from penalty_tf.paper import experiment
 from synthetic import run
 
-TINY = ["--example", "SMD20", "SMD23", "--method", "all", "--lower-steps", "1", "3",
+TINY = ["--example", "SMD20", "SMD23", "--method", "paper", "--lower-steps", "1", "3",
         "--epochs", "41", "--trials", "2", "--record-every", "10", "--quiet"]
 
 
@@ -31,7 +31,7 @@ def test_runner_writes_result_curves_and_plots(tiny_run):
                             "wall_time_s", "versions"}
     assert on_disk["experiment"] == "synthetic"
     assert on_disk["config"]["epochs"] == 41 and on_disk["config"]["xla"] is True
-    keys = {f"{e}/{m}/T{t}" for e in ("SMD20", "SMD23") for m in run.methods() for t in (1, 3)}
+    keys = {f"{e}/{m}/T{t}" for e in ("SMD20", "SMD23") for m in run.paper_methods() for t in (1, 3)}
     assert set(on_disk["metrics"]) == keys
     for key, m in on_disk["metrics"].items():
         assert m["trials"] == 2 and m["epochs"] == 41
@@ -57,9 +57,9 @@ def test_runner_writes_result_curves_and_plots(tiny_run):
 def test_same_trial_starts_all_methods_at_the_same_point(tiny_run):
     out, _ = tiny_run
     with np.load(out / "curves.npz") as curves:
-        first = {m: curves[f"SMD23_{m}_T1_errs"][0] for m in run.methods()}
+        first = {m: curves[f"SMD23_{m}_T1_errs"][0] for m in run.paper_methods()}
     # err is recorded after epoch 0's update: same start, one small step apart.
-    for m in run.methods():
+    for m in run.paper_methods():
         np.testing.assert_allclose(first[m], first["penalty"], rtol=2e-2)
 
 
@@ -107,12 +107,13 @@ def test_configs_are_the_originals_synthetic_variants():
     approxgrad = run.solver_config("approxgrad")
     assert (approxgrad.sig, approxgrad.extra_linear_step, approxgrad.lr_p) == (1e-6, True, 1e-4)
     assert run.solver_config("rmd") == solvers.RMDConfig(lr_u=1e-3, lr_v=1e-4, exact=False)
-    assert set(run.methods()) == {"gd", "rmd", "approxgrad", "penalty"}
+    assert set(run.paper_methods()) == {"gd", "rmd", "approxgrad", "penalty"}
+    assert set(run.methods()) - set(run.paper_methods()) == {"aid", "bome", "v-pbgd", "g-pbgd", "f2sa", "soba"}
 
 
 def test_xla_gives_the_same_trajectories_as_graph_mode(tmp_path):
     """Why XLA can be the default: same curves (float32 rounding aside)."""
-    args = ["--example", "SMD24", "--method", "all", "--lower-steps", "5", "--epochs", "301",
+    args = ["--example", "SMD24", "--method", "paper", "--lower-steps", "5", "--epochs", "301",
             "--trials", "2", "--record-every", "50", "--quiet"]
     run.main(args + ["--out", str(tmp_path / "xla")])
     run.main(args + ["--no-xla", "--out", str(tmp_path / "graph")])
@@ -143,10 +144,10 @@ def test_fig1_finding_on_smd20_at_the_original_budget(tmp_path):
     non-solution at err = sqrt(10) ~ 3.16 (u = 0 in GD's case). Measured here with 5 trials:
     Penalty 0.0085 (0.0081-0.0090), ApproxGrad 8e-7, GD 3.16, RMD 3.15; the original under
     tf.compat.v1 gave Penalty err ~0.008 after 40,000 iterations. Thresholds: 0.05 and 1."""
-    result = run.main(["--example", "SMD20", "--method", "all", "--lower-steps", "10",
+    result = run.main(["--example", "SMD20", "--method", "paper", "--lower-steps", "10",
                        "--epochs", "40001", "--trials", "2", "--record-every", "1000", "--quiet",
                        "--out", str(tmp_path)])
-    final = {m: result["metrics"][f"SMD20/{m}/T10"]["final_err_mean"] for m in run.methods()}
+    final = {m: result["metrics"][f"SMD20/{m}/T10"]["final_err_mean"] for m in run.paper_methods()}
     assert final["penalty"] < 0.05
     assert final["approxgrad"] < 0.05
     assert final["gd"] > 1.0

@@ -33,6 +33,12 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
                               "c_rho": 1.1},
 }
 
+#: Beyond the paper: the solvers the original did not have run on the same problems with
+#: the driver's run settings and step sizes, and their configs' own defaults for the rest
+#: (these rows are ours, not the original's). AID solves its linear system with T CG steps.
+EXTENSIONS: tuple[str, ...] = ("aid", "bome", "v-pbgd", "g-pbgd", "f2sa", "soba")
+DEFAULTS.update({(EXPERIMENT, method): {**RUN, **_RATES} for method in EXTENSIONS})
+
 #: The paper's Table 2 budget (10,000 iterations, 10 trials), the full-budget flags of
 #: `penalty_tf.paper.reproduce` (``FULL_EXTRA["synthetic"]``); `penalty_tf.paper.report`'s
 #: own table has no synthetic row.
