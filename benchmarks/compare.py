@@ -140,7 +140,7 @@ def summarise(spec: Spec, runs: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in runs if "error" not in r]
     finals = [r["curve"]["quality"][-1] for r in ok]
     reached = [time_to_target(spec, r["curve"]) for r in ok]
-    cosines = [c[1] for r in ok for c in r["curve"]["cosine"]]
+    cosines = [c[1] for r in ok for c in r["curve"].get("cosine", [])]
     return {"seeds": len(runs), "failed": [r.get("error") for r in runs if "error" in r],
             "final_quality_median": _median(finals) if finals else None,
             "final_quality_min": min(finals) if finals else None, "final_quality_max": max(finals) if finals else None,
