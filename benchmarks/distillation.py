@@ -126,3 +126,94 @@ def refit(d: Distillation, tol: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
 def refit_accuracy(d: Distillation) -> float:
     """Test accuracy of a classifier trained from zero on the distilled images alone."""
     return accuracy(*refit(d), d.test)
+
+
+# ---------------------------------------------------------------- the direction study
+def _fixed_u_solver(d: Distillation, method: str, rho0: float, lr_v: float):
+    """``method`` with u frozen (upper step size 0) and, for Penalty, rho, lambda, nu fixed
+    (eps0 so small that the tolerance test never passes)."""
+    if method == "penalty":
+        return ptf.make("penalty", d.problem, lr_u=0.0, lr_v=lr_v, rho0=rho0, eps0=1e-30)
+    return ptf.make("aid", d.problem, lr_u=0.0, lr_v=0.0)
+
+
+def direction_study(weight_decay: float, method: str, rho0: float, counts: list[int], *, lr_v: float = 1e-3,
+                    seed: int = 0, data_dir: Optional[str] = None) -> list[dict[str, float]]:
+    """How good the u-direction gets at a fixed u as the lower iterations accumulate.
+
+    From v = v*(u) (`refit`) at the initial images, on one fixed batch of 1,000 real
+    images: Penalty runs lower steps (Adam at ``lr_v``, rho = ``rho0``, lambda and nu at
+    their defaults, nothing else changing), AID runs K conjugate-gradient steps on
+    ``H_vv p = f_v`` (v stays at v*). At each of ``counts`` (lower steps for Penalty, K for
+    AID) it records the cosine and relative error of the u-direction against the exact
+    hypergradient, |grad_v g| and f at the solver's v, and the test accuracy of that v.
+    """
+    from penalty_tf import diagnostics
+
+    d = build(seed, weight_decay=weight_decay, data_dir=data_dir)
+    weights, bias = refit(d)
+    d.weights.assign(weights)
+    d.bias.assign(bias)
+    batch = next(iter(batches(d, 1000, seed + 1)))
+    solver = _fixed_u_solver(d, method, rho0, lr_v)
+    rows, done = [], 0
+    for count in counts:
+        if method == "penalty":
+            while done < count:
+                n = min(count - done, 1000)
+                solver.step(batch, n)
+                done += n
+        elif count:
+            solver.step(batch, 1, linear_steps=count)
+        check = diagnostics.check_hypergradient(solver, batch)
+        f = solver.problem.upper_loss(batch)
+        with tf.GradientTape() as tape:
+            g = solver.problem.lower_loss(batch)
+        lower_grad = tape.gradient(g, [d.weights, d.bias])
+        rows.append({"count": count, "cosine": check.cosine, "relative_error": check.relative_error,
+                     "direction_norm": check.direction_norm, "exact_norm": check.exact_norm,
+                     "lower_grad_norm": float(tf.linalg.global_norm(lower_grad)), "f": float(f),
+                     "lower_accuracy": lower_accuracy(d)})
+    return rows
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    """``python -m benchmarks.distillation --weight-decay 1e-3 1e-1 --rho0 1e-2 1 --out DIR``:
+    `direction_study` for every weight decay x (Penalty at every rho0, AID); result.json."""
+    import argparse
+    import time
+
+    from penalty_tf.paper import experiment
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.distillation", description=direction_study.__doc__)
+    parser.add_argument("--weight-decay", nargs="+", type=float, default=[1e-3, 1e-2, 1e-1])
+    parser.add_argument("--rho0", nargs="+", type=float, default=[1e-2, 1.0, 100.0])
+    parser.add_argument("--lower-steps", nargs="+", type=int, default=[0, 10, 100, 1000, 10000],
+                        help="Penalty: lower steps at which the direction is checked")
+    parser.add_argument("--cg-steps", nargs="+", type=int, default=[0, 10, 30, 100, 300],
+                        help="AID: CG steps at which the direction is checked")
+    parser.add_argument("--lr-v", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    out = experiment.check_out_dir(args.out)
+    start = time.perf_counter()
+    metrics: dict[str, Any] = {}
+    for wd in args.weight_decay:
+        for rho0 in args.rho0:
+            key = f"wd={wd:g}/penalty/rho0={rho0:g}"
+            metrics[key] = direction_study(wd, "penalty", rho0, args.lower_steps, lr_v=args.lr_v, seed=args.seed,
+                                           data_dir=args.data_dir)
+            print(key, [(r["count"], round(r["cosine"], 3)) for r in metrics[key]], flush=True)
+        key = f"wd={wd:g}/aid"
+        metrics[key] = direction_study(wd, "aid", 0.0, args.cg_steps, seed=args.seed, data_dir=args.data_dir)
+        print(key, [(r["count"], round(r["cosine"], 3)) for r in metrics[key]], flush=True)
+    experiment.write_result(out, experiment="benchmarks.distillation", method="penalty+aid", config=vars(args),
+                            metrics=metrics, published={}, wall_time_s=time.perf_counter() - start)
+    return metrics
+
+
+if __name__ == "__main__":
+    from penalty_tf.paper import experiment as _experiment
+    _experiment.run_main(main)
