@@ -8,7 +8,18 @@ on the values), for graph mode and XLA (``--xla both``):
 * a plain training step (forward, backward, Adam) of the classifier;
 * a Penalty upper-level iteration at T = ``--lower-steps`` (T lower steps, the u-step and the
   tolerance test) and at T = 1; the difference / (T - 1) is the cost of one lower step;
-* an ApproxGrad upper-level iteration (T lower + T linear-system steps) likewise.
+* an ApproxGrad upper-level iteration (T lower + T linear-system steps) likewise;
+* with ``--methods``, any registered solver (``all``: every one, `penalty_tf.solvers.names`)
+  likewise, with K = T for a solver that has ``linear_steps`` (ApproxGrad, AID).
+
+For each method it also reports the iteration's arithmetic from `BilevelSolver.cost` at the
+timed counts, ``arithmetic_units = gradients + hvps`` (gradients of f or g and Hessian- or
+mixed-vector products; ``forwards``, loss values not differentiated, are reported apart),
+and ``upper_iteration_over_arithmetic = upper_iteration_s / (arithmetic_units *
+plain_step_s)``: how much an iteration costs over its passes priced at one plain step each
+(the target: at most 1.5). The same at T = 1 is ``upper_iteration_T1_over_arithmetic``.
+Every method starts from the same classifier weights; Penalty and ApproxGrad use the
+paper's settings, the others their defaults with small learning rates (`SETTINGS`).
 
 With ``--parts`` it also measures where a Penalty lower step's time goes, each pass as one
 compiled call on the same batch: the forward pass of g, g's gradient (forward + backward),
@@ -26,6 +37,7 @@ wall`` on an idle machine, divide by the cores used. Compare ratios.
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import time
 
@@ -35,6 +47,26 @@ from penalty_tf.paper import experiment
 
 
 CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+
+#: The settings each method is timed with: Penalty and ApproxGrad as in the paper's importance
+#: learning; the others their config's defaults with small learning rates (the timing hardly
+#: depends on the values, but a NaN would stop the run). ``default`` is for any other method.
+SETTINGS = {"penalty": {"lr_u": 3.0, "lr_v": 1e-4, "nu0": 1e-6},
+            "approxgrad": {"lr_u": 3.0, "lr_v": 1e-4, "lr_p": 1e-5, "sig": 1e-3},
+            "default": {"lr_u": 1e-3, "lr_v": 1e-4}}
+
+
+def method_names(requested) -> list[str]:
+    """``requested`` (``all`` = every registered solver) checked against the registry."""
+    from penalty_tf import solvers
+
+    known = solvers.names()
+    methods = known if "all" in requested else list(dict.fromkeys(requested))
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise experiment.ExperimentError(f"--methods: unknown method(s) {', '.join(unknown)}; choose from "
+                                         f"{', '.join(known)} or all")
+    return methods
 
 
 def _median_time(fn, repeats: int, clock: str = "cpu") -> float:
@@ -68,6 +100,11 @@ def _model_and_batches(model_name: str, batch_size: int):
     return model, tuple(batches)
 
 
+def _counts(solver, steps: int) -> dict[str, int]:
+    """K = ``steps`` for every count the solver has besides T (e.g. ``linear_steps``)."""
+    return {name: steps for name in inspect.signature(solver.cost).parameters if name != "lower_steps"}
+
+
 def measure(model_name: str, lower_steps: int, batch_size: int, repeats: int, xla: bool,
             methods=("penalty", "approxgrad"), clock: str = "cpu") -> dict:
     import tensorflow as tf
@@ -77,24 +114,32 @@ def measure(model_name: str, lower_steps: int, batch_size: int, repeats: int, xl
     from penalty_tf.optimizers import tf1_adam
 
     model, (x, y, xv, yv) = _model_and_batches(model_name, batch_size)
+    initial = [w.numpy() for w in model.weights]
     train = Classifier(model, jit_compile=xla).train_step(tf1_adam(1e-4))
     out = {"plain_step_s": _median_time(lambda: float(train((x, y))), repeats, clock)}
-    configs = {"penalty": solvers.PenaltyConfig(lr_u=3.0, lr_v=1e-4, nu0=1e-6),
-               "approxgrad": solvers.ApproxGradConfig(lr_u=3.0, lr_v=1e-4, lr_p=1e-5, sig=1e-3)}
+    plain = out["plain_step_s"]
     for method in methods:
+        model.set_weights(initial)          # every method from the same point (no drift to NaN)
         slot = tf.Variable(tf.zeros(batch_size), name="importance_slot")
-        solver = solvers.make(method, importance_problem(model, slot), configs[method], jit_compile=xla)
+        settings = SETTINGS.get(method, SETTINGS["default"])
+        solver = solvers.make(method, importance_problem(model, slot), jit_compile=xla, **settings)
         batch = (x, y, xv, yv)
-        extra = {"linear_steps": lower_steps} if method == "approxgrad" else {}
-        extra1 = {"linear_steps": 1} if method == "approxgrad" else {}
+        extra, extra1 = _counts(solver, lower_steps), _counts(solver, 1)
         t_full = _median_time(lambda: float(solver.step(batch, lower_steps=lower_steps, **extra)["f"]), repeats, clock)
         t_one = _median_time(lambda: float(solver.step(batch, lower_steps=1, **extra1)["f"]), repeats, clock)
         per_lower = (t_full - t_one) / max(lower_steps - 1, 1)
         out[f"{method}_upper_iteration_s"] = t_full
         out[f"{method}_upper_iteration_T1_s"] = t_one
         out[f"{method}_lower_step_s"] = per_lower
-        out[f"{method}_lower_step_over_plain"] = per_lower / out["plain_step_s"]
-        out[f"{method}_upper_iteration_over_plain"] = t_full / out["plain_step_s"]
+        out[f"{method}_lower_step_over_plain"] = per_lower / plain
+        out[f"{method}_upper_iteration_over_plain"] = t_full / plain
+        cost, cost1 = solver.cost(lower_steps, **extra), solver.cost(1, **extra1)
+        units, units1 = cost["gradients"] + cost["hvps"], cost1["gradients"] + cost1["hvps"]
+        out.update({f"{method}_{k}": n for k, n in cost.items()})
+        out[f"{method}_arithmetic_units"] = units
+        out[f"{method}_upper_iteration_over_arithmetic"] = t_full / (units * plain)
+        out[f"{method}_arithmetic_units_T1"] = units1
+        out[f"{method}_upper_iteration_T1_over_arithmetic"] = t_one / (units1 * plain)
     return out
 
 
@@ -144,7 +189,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--xla", choices=["off", "on", "both"], default="both")
     parser.add_argument("--methods", nargs="+", default=["penalty", "approxgrad"],
-                        choices=["penalty", "approxgrad"])
+                        help="registered solvers (penalty_tf.solvers.names()), or all")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                         help="cpu: process CPU seconds (robust on a shared machine); wall: elapsed seconds")
     parser.add_argument("--parts", action="store_true",
@@ -160,6 +205,7 @@ def main(argv=None) -> dict:
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    args.methods = method_names(args.methods)
     out_dir = experiment.resolve_out_dir(args, "importance_learning.speed")
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     metrics = {}

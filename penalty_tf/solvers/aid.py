@@ -21,7 +21,9 @@ One upper-level iteration (`AID.step`):
 
 Cost per iteration: T gradients of g, one gradient of f w.r.t. v, K Hessian-vector
 products (one more for the initial residual of a warm start with CG), and one nested-tape
-pass for ``f_u - H_uv p``. p is state (saved by checkpoints); ``linear_residual`` is
+pass for ``f_u - H_uv p``; in `BilevelSolver.cost`'s units (an HVP call is 1 gradient + 1
+HVP, the last pass 2 gradients + 1 HVP): T + K + w + 3 gradients and K + w + 1 HVPs, w = 1
+for a warm-started CG, else 0. p is state (saved by checkpoints); ``linear_residual`` is
 ``|f_v - H p|^2`` of the last residual the solver computed. f and g are returned at the
 point after the lower steps, before the u-step.
 """
@@ -108,6 +110,12 @@ class AID(BilevelSolver):
         """T lower steps and K linear-solver steps (default K = T)."""
         lower_steps = as_count(lower_steps, "lower_steps", minimum=1)
         return lower_steps, lower_steps if linear_steps is None else as_count(linear_steps, "linear_steps")
+
+    def cost(self, lower_steps: int, linear_steps: int | None = None) -> dict[str, int]:
+        """`BilevelSolver.cost`: T g-gradients, f_v, K (+1 warm CG) HVPs, one IFT pass."""
+        t, k = self._counts(lower_steps, linear_steps)
+        w = int(self.warm_start and self.linear_solver == "cg")
+        return self._passes(gradients=t + k + w + 3, hvps=k + w + 1)
 
     def reset(self) -> None:
         """Learning rates back to their initial values and p back to zero."""

@@ -19,6 +19,12 @@ Implementation notes: ``grad_p h = 2 (H_vv + sig I) r`` with ``r = H_vv p + sig 
 the original's automatic differentiation of h; ``f_v`` is computed once per iteration
 (v and u do not change during the p-steps).
 
+Cost per iteration (`BilevelSolver.cost`), K p-steps (``linear_steps``, default T; + 1 with
+``extra_linear_step``), n upper groups: T + 2K + 2n + 3 gradients, 2K + n + 1 HVPs and one
+forward pass of g (each p-step is two HVPs, each recomputing G; the surrogate gradient is
+one nested-tape pass of f and g per upper group; the final h one more HVP); with K = T and
+one group, 3T + 5 gradients and 2T + 2 HVPs.
+
 Faithful quirks:
 
 * p is never reset (warm start across iterations, minibatches and few-shot tasks).
@@ -141,6 +147,13 @@ class ApproxGrad(BilevelSolver):
         lower_steps = as_count(lower_steps, "lower_steps", minimum=1)
         linear_steps = lower_steps if linear_steps is None else as_count(linear_steps, "linear_steps")
         return lower_steps, linear_steps + int(self.extra_linear_step)
+
+    def cost(self, lower_steps: int, linear_steps: int | None = None) -> dict[str, int]:
+        """`BilevelSolver.cost`: T g-gradients, f_v, K p-steps of two HVPs, one surrogate
+        pass per upper group, then f_v, g and h at the new point."""
+        t, k = self._counts(lower_steps, linear_steps)
+        n = len(self.upper.groups)
+        return self._passes(gradients=t + 2 * k + 2 * n + 3, hvps=2 * k + n + 1, forwards=1)
 
     def named_levels(self):
         return {"upper": self.upper, "lower": self.lower, "linear": self.linear}

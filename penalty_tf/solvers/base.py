@@ -189,6 +189,44 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         for var, value in zip(variables, weights):
             var.assign(value)
 
+    def cost(self, lower_steps: int, **counts: int) -> dict[str, int]:
+        """The passes one upper iteration ``step(batch, lower_steps, **counts)`` makes.
+
+        Returns ``{"gradients": n_g, "hvps": n_h, "forwards": n_f}``, counted in these units
+        (every derivative is taken through `penalty_tf.autodiff`):
+
+        * ``"gradients"``: one evaluation of f or of g (a forward pass) that is then
+          differentiated, i.e. one forward + backward of ONE loss w.r.t. some variables.
+          Gradients w.r.t. several variables taken from one tape and one forward pass
+          count once per loss differentiated: `autodiff.gradient` is 1, and the nested-tape
+          pass `autodiff.gradient_plus_hvp` is 1 for g (the inner tape's ``G = grad_v g``)
+          plus 1 for f when f is given (its backward runs inside the outer pass).
+        * ``"hvps"``: one extra reverse pass through a gradient (a Hessian- or mixed-vector
+          product ``H_{wrt,v} w``): the outer tape of `autodiff.gradient_plus_hvp`, hence
+          1 for each call of it and of `autodiff.hvp`, `mixed_vp`, `hvp_and_mixed_vp` (whose
+          own G is one more ``"gradients"``: an HVP call costs 1 gradient + 1 hvp).
+        * ``"forwards"``: an evaluation of f or g that is not differentiated (e.g. the loss
+          values a solver reports after its u-step). Not part of the arithmetic
+          ``gradients + hvps`` the speed benchmark divides by.
+
+        Optimizer updates, projections and vector arithmetic are not counted. The counts
+        are functions of T = ``lower_steps`` and of the solver's other counts (e.g. K =
+        ``linear_steps``, defaulting as in `step`), with the defaults of `step`; a solver's
+        module docstring states them ("Cost per iteration: ..."), and
+        tests/test_solver_costs.py checks them against the passes an eager iteration makes.
+
+        Example::
+
+            solver.cost(20)                    # Penalty: {"gradients": 44, "hvps": 22, ...}
+            solver.cost(20, linear_steps=10)   # ApproxGrad / AID: K = 10
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not state its cost per iteration")
+
+    @staticmethod
+    def _passes(gradients: int, hvps: int, forwards: int = 0) -> dict[str, int]:
+        """The dict `cost` returns."""
+        return {"gradients": int(gradients), "hvps": int(hvps), "forwards": int(forwards)}
+
     def upper_direction(self, batch: Any = None) -> list[tf.Tensor]:
         """The direction u's next step follows at the current point, before the optimizer
         (one tensor per upper variable): the solver's estimate of the hypergradient, which

@@ -48,7 +48,8 @@ Choices and deviations:
   benchopt uses one plain step size for v and its inner loop and step / outer_ratio for u.
 
 Cost per iteration: T gradients of g w.r.t. v (the inner steps), one of g w.r.t. u at v_T,
-one of f and one of g w.r.t. (u, v); no Hessian-vector products.
+one of f and one of g w.r.t. (u, v); no Hessian-vector products: T + 3 gradients
+(`BilevelSolver.cost`).
 """
 
 from __future__ import annotations
@@ -152,6 +153,11 @@ class BOME(BilevelSolver):
         count = as_count(lower_steps, "lower_steps", minimum=1)
         self._untracked.direction_steps = count
         return (count,)
+
+    def cost(self, lower_steps: int) -> dict[str, int]:
+        """`BilevelSolver.cost`: T inner gradients, g_u at v_T, f and g at (u, v)."""
+        t = as_count(lower_steps, "lower_steps", minimum=1)   # not _counts: it sets direction_steps
+        return self._passes(gradients=t + 3, hvps=0)
 
     @property
     def direction_steps(self) -> int:

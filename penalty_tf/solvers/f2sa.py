@@ -59,7 +59,7 @@ O(1/lambda) bias near lambda ~ eps^-1/2 ~ 4e3, hence the default 1e4.
 Outputs: f and g at (u, v) after the lower steps (before the u-step), ``lower_gap`` =
 ``g(u, v) - g(u, z)`` there (the relaxed constraint, >= 0 once z minimises g), and ``lamb``,
 the lambda of the next iteration (schedule state). Cost per iteration: 2T gradients of g,
-T of f, and three gradients w.r.t. u.
+T of f, and three gradients w.r.t. u: 3T + 3 gradients, no HVP (`BilevelSolver.cost`).
 """
 
 from __future__ import annotations
@@ -149,6 +149,11 @@ class F2SA(BilevelSolver):
         options.setdefault("z_optimizer", config.lr_z)
         return cls(**problem_arguments(problem), lamb0=config.lamb0, lamb_delta=config.lamb_delta,
                    lamb_delta_power=config.lamb_delta_power, lamb_max=config.lamb_max, **options)
+
+    def cost(self, lower_steps: int) -> dict[str, int]:
+        """`BilevelSolver.cost`: T z-steps (g), T v-steps (f and g), three u-gradients."""
+        (t,) = self._counts(lower_steps)
+        return self._passes(gradients=3 * t + 3, hvps=0)
 
     # -- state ---------------------------------------------------------------------------
     def named_levels(self):

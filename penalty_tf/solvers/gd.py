@@ -4,6 +4,9 @@ One upper-level iteration: T Adam steps on g w.r.t. v, then one Adam step on f w
 (its partial gradient ``grad_u f``, not the hypergradient), each followed by the box
 projection if bounds are given (docs/original.md §1.9). On problems where f depends on u
 through v*(u) this converges to non-solutions (the paper's Fig. 1).
+
+Cost per iteration (`BilevelSolver.cost`): T + 1 gradients (T of g, one of f w.r.t. u), no
+HVPs, and forward passes of f and g at the new point (the returned values).
 """
 
 from __future__ import annotations
@@ -68,6 +71,11 @@ class GD(BilevelSolver):
         options.setdefault("upper_optimizer", config.lr_u)
         options.setdefault("lower_optimizer", config.lr_v)
         return cls(**problem_arguments(problem), **options)
+
+    def cost(self, lower_steps: int) -> dict[str, int]:
+        """`BilevelSolver.cost`: T gradients of g, one of f, forwards of f and g."""
+        (t,) = self._counts(lower_steps)
+        return self._passes(gradients=t + 1, hvps=0, forwards=2)
 
     def upper_direction(self, batch: Any = None) -> list[tf.Tensor]:
         """The partial gradient ``f_u`` at the current point."""

@@ -55,6 +55,10 @@ Outputs: f and g at (u, v) before the step, ``penalty`` = p(u, v) there (V-PBGD:
 g(u, w) with the new w, an estimate of g - g* that is >= 0 up to the inner error; G-PBGD:
 ||grad_v g||^2), and ``gamma``, the constant this iteration used (schedule state; the
 variable then advances).
+
+Cost per iteration (`BilevelSolver.cost`): V-PBGD T + 3 gradients (T inner steps of w, g_u at
+w, f and g at (u, v)) and no HVP; G-PBGD 2 gradients and 1 HVP (one nested-tape pass of f
+and g, whatever T).
 """
 
 from __future__ import annotations
@@ -225,6 +229,11 @@ class VPBGD(_PBGD):
         config = VPBGDConfig() if config is None else config
         return cls(**problem_arguments(problem), lr_inner=config.lr_inner, **cls._options(config, options))
 
+    def cost(self, lower_steps: int) -> dict[str, int]:
+        """`BilevelSolver.cost`: T inner gradients of w, g_u at w, f and g at (u, v)."""
+        (t,) = self._counts(lower_steps)
+        return self._passes(gradients=t + 3, hvps=0)
+
     def reset(self) -> None:
         """Learning rates and gamma back to their initial values, w to the current v (a fresh
         solver's warm start)."""
@@ -305,6 +314,11 @@ class GPBGD(_PBGD):
         `Penalty.from_problem`."""
         config = GPBGDConfig() if config is None else config
         return cls(**problem_arguments(problem), **cls._options(config, options))
+
+    def cost(self, lower_steps: int) -> dict[str, int]:
+        """`BilevelSolver.cost`: one nested-tape pass of f and g (T is not used)."""
+        self._counts(lower_steps)   # validated as in step
+        return self._passes(gradients=2, hvps=1)
 
     def _gradient(self, f_fn, g_fn, gamma):
         u, v = self.upper.variables, self.lower.variables

@@ -29,6 +29,9 @@ Faithful quirks of the original (docs/original.md §1.1–1.3, §5.1), all repro
 * nu starts at ``nu_0`` in every entry (not zero) except in the synthetic variant.
 * Adam moments are never reset by the schedule; the returned loss terms are those before
   the schedule update.
+
+Cost per iteration (`BilevelSolver.cost`): 2T + 4 gradients and T + 2 HVPs, i.e. T + 2
+nested-tape passes of f and g (the T lower steps, the u-step and the tolerance test).
 """
 
 from __future__ import annotations
@@ -240,6 +243,12 @@ class Penalty(BilevelSolver):
     def upper_direction(self, batch: Any = None) -> list[tf.Tensor]:
         """``grad_u h_upper = f_u + H_uv (nu + rho G)`` at the current point (`gradients`)."""
         return self.gradients(batch)[0]
+
+    def cost(self, lower_steps: int) -> dict[str, int]:
+        """T + 2 nested-tape passes of f and g (`BilevelSolver.cost`): T lower steps, the
+        u-step and the tolerance test, each 2 gradients and 1 HVP."""
+        (t,) = self._counts(lower_steps)
+        return self._passes(gradients=2 * (t + 2), hvps=t + 2)
 
     def _iteration(self, batch: Any, lower_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         f_fn, g_fn = self._bind(batch)

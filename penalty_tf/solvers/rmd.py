@@ -18,6 +18,11 @@ and RMD is plain gradient descent on f w.r.t. u**. ``exact=True`` includes the f
 All iterates are kept (memory grows linearly with T, the cost the paper compares
 against); the original preallocated 50 slots (T <= 50), here T is unbounded.
 Unlike the other solvers RMD uses no optimizer: both levels take plain gradient steps.
+
+Cost per iteration (`BilevelSolver.cost`), R = T - 1 reverse steps (T with ``exact``):
+T + 1 + R gradients (T forward steps, f w.r.t. (u, v), the G of each reverse step), R HVPs
+(each reverse step is one nested-tape pass giving both H_uv q and H_vv q) and forward
+passes of f and g at the new point; 2T gradients and T - 1 HVPs by default.
 """
 
 from __future__ import annotations
@@ -88,6 +93,13 @@ class RMD(BilevelSolver):
         config = RMDConfig() if config is None else config
         return cls(**problem_arguments(problem), upper_lr=config.lr_u, lower_lr=config.lr_v,
                    exact=config.exact, **options)
+
+    def cost(self, lower_steps: int) -> dict[str, int]:
+        """`BilevelSolver.cost`: T forward steps, grad f, R = T - 1 (+1 if exact) reverse
+        steps of one HVP pass each, forwards of f and g."""
+        (t,) = self._counts(lower_steps)
+        r = t - 1 + int(self.exact)
+        return self._passes(gradients=t + 1 + r, hvps=r, forwards=2)
 
     def learning_rates(self) -> dict[str, list[float]]:
         """The plain step sizes: ``{"upper": [lr_u], "lower": [lr_v]}``."""

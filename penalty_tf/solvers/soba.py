@@ -31,7 +31,8 @@ f_v), u -= gamma (H_uv w + f_u), all at the same (u, v, w)).
 
 Outputs, at the point of the joint step (before its updates): f, g, ``lower_residual`` =
 ``|g_v|^2`` and ``linear_residual`` = ``|H_vv w + f_v|^2``. Cost per iteration: T nested-tape
-passes (each one gradient of f and g and one Hessian-vector product).
+passes (each one gradient of f and g and one Hessian-vector product): 2T gradients and T
+HVPs (`BilevelSolver.cost`).
 """
 
 from __future__ import annotations
@@ -106,6 +107,12 @@ class SOBA(BilevelSolver):
         options.setdefault("lower_optimizer", config.lr_v)
         options.setdefault("linear_optimizer", config.lr_w)
         return cls(**problem_arguments(problem), **options)
+
+    def cost(self, lower_steps: int) -> dict[str, int]:
+        """`BilevelSolver.cost`: T nested-tape passes of f and g (T - 1 (v, w) steps, then
+        the joint step)."""
+        (t,) = self._counts(lower_steps)
+        return self._passes(gradients=2 * t, hvps=t)
 
     # -- state ---------------------------------------------------------------------------
     def named_levels(self):
