@@ -91,13 +91,21 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _seed_of(argv: Sequence[str]) -> Optional[int]:
+def _seed_of(argv: Sequence[str]) -> Optional[int | list[int]]:
+    """The value of ``--seed N``, or the list of ``--seeds N M ...`` (None if neither)."""
     for i, arg in enumerate(argv[:-1]):
         if arg == "--seed":
             try:
                 return int(argv[i + 1])
             except ValueError:
                 return None
+        if arg == "--seeds":
+            seeds = []
+            for value in argv[i + 1:]:
+                if not value.lstrip("-").isdigit():
+                    break
+                seeds.append(int(value))
+            return seeds or None
     return None
 
 
