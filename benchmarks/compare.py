@@ -81,6 +81,8 @@ def run_one(spec: Spec, method: str, seed: int, iterations: int, eval_every: int
     settings = {**spec.settings(method, fields), **sets}
     solver = solvers.make(method, instance.problem, **settings)
     curve = {"iteration": [0], "seconds": [0.0], "quality": [instance.quality()], "cosine": []}
+    # RMD's direction depends on the lower steps of an iteration: there is nothing to check
+    checkable = type(solver).upper_direction is not solvers.BilevelSolver.upper_direction
     solver.step(instance.next_batch(), spec.lower_steps)     # iteration 1 traces: not timed
     seconds = 0.0
     for k in range(2, iterations + 1):
@@ -92,7 +94,7 @@ def run_one(spec: Spec, method: str, seed: int, iterations: int, eval_every: int
             curve["iteration"].append(k)
             curve["seconds"].append(seconds)
             curve["quality"].append(instance.quality())
-        if check_every and (k % check_every == 0 or k == iterations):
+        if check_every and checkable and (k % check_every == 0 or k == iterations):
             check = diagnostics.check_hypergradient(solver, instance.check_batch)
             curve["cosine"].append([k, check.cosine, check.relative_error])
     return {"problem": spec.name, "method": method, "seed": seed, "settings": settings, "options": options or {},
