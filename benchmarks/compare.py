@@ -9,7 +9,8 @@ For every (problem, method, seed) a fresh process (``--worker``) builds the prob
 problem's settings (``--set METHOD.FIELD=VALUE`` overrides one), and runs the problem's
 number of upper iterations at its T, measuring the quality every ``eval_every`` iterations
 (the time spent measuring, and the first iteration, which traces and compiles the step, are
-not counted) and, with ``--check-every N``, the cosine between
+not counted), with it the problem's own numbers if it has any (``Instance.extras``), and,
+with ``--check-every N``, the cosine between
 the solver's u-direction and the exact hypergradient
 (`penalty_tf.diagnostics.check_hypergradient`). The process reports its curves and its peak
 resident memory (VmHWM, so one run's memory does not leak into the next).
@@ -70,7 +71,8 @@ def parse_sets(items: list[str], flag: str = "--set") -> dict[str, dict[str, Any
 
 def run_one(spec: Spec, method: str, seed: int, iterations: int, eval_every: int, check_every: int,
             sets: dict[str, Any], data_dir: Optional[str], options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """One solver on one problem and seed: its curves (iteration, seconds, quality [, cosine])."""
+    """One solver on one problem and seed: its curves (iteration, seconds, quality [, cosine]
+    [, extras: the problem's `Instance.extras` dict at each measurement])."""
     import keras
 
     from penalty_tf import diagnostics, solvers
@@ -81,6 +83,8 @@ def run_one(spec: Spec, method: str, seed: int, iterations: int, eval_every: int
     settings = {**spec.settings(method, fields), **sets}
     solver = solvers.make(method, instance.problem, **settings)
     curve = {"iteration": [0], "seconds": [0.0], "quality": [instance.quality()], "cosine": []}
+    if instance.extras is not None:           # the problem's own numbers at each measurement
+        curve["extras"] = [instance.extras()]
     # RMD's direction depends on the lower steps of an iteration: there is nothing to check
     checkable = type(solver).upper_direction is not solvers.BilevelSolver.upper_direction
     solver.step(instance.next_batch(), spec.lower_steps)     # iteration 1 traces: not timed
@@ -94,12 +98,20 @@ def run_one(spec: Spec, method: str, seed: int, iterations: int, eval_every: int
             curve["iteration"].append(k)
             curve["seconds"].append(seconds)
             curve["quality"].append(instance.quality())
+            if instance.extras is not None:
+                curve["extras"].append(instance.extras())
         if check_every and checkable and (k % check_every == 0 or k == iterations):
             check = diagnostics.check_hypergradient(solver, instance.check_batch)
             curve["cosine"].append([k, check.cosine, check.relative_error])
     return {"problem": spec.name, "method": method, "seed": seed, "settings": settings, "options": options or {},
             "curve": curve, "seconds_per_iteration": seconds / max(iterations - 1, 1),
             "peak_memory_mib": peak_memory_mib()}
+
+
+def _extras_text(run: dict[str, Any]) -> str:
+    """The last measurement's `Instance.extras` as ``" name value ..."`` ("" without extras)."""
+    extras = run["curve"].get("extras") or [{}]
+    return "".join(f" {k} {v:.4g}" if isinstance(v, (int, float)) else f" {k} {v}" for k, v in extras[-1].items())
 
 
 def worker(job: dict[str, Any]) -> None:
@@ -264,7 +276,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                        "sets": sets.get(method, {}), "data_dir": args.data_dir, "options": options.get(name, {})}
                 runs.append(run_in_process(job))
                 print(f"{name}/{method}/seed {seed}: " + (runs[-1].get("error") or
-                      f"{spec.metric} {runs[-1]['curve']['quality'][-1]:.4g}"), flush=True)
+                      f"{spec.metric} {runs[-1]['curve']['quality'][-1]:.4g}{_extras_text(runs[-1])}"), flush=True)
             results[name][method] = {"runs": runs, "summary": summarise(spec, runs)}
         plot(name, results[name], out)
     files.write_text_atomic(out / "table.md", table(results))

@@ -44,13 +44,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 COPIED = ["penalty_tf", "tests", "synthetic", "setup.py", "pyproject.toml"]
 FAST_TESTS = ["tests/test_one_step.py", "tests/test_solvers.py", "tests/test_autodiff.py",
-              "tests/test_synthetic_problems.py"]
+              "tests/test_synthetic_problems.py", "tests/test_aid.py", "tests/test_bome.py",
+              "tests/test_pbgd.py", "tests/test_f2sa.py", "tests/test_soba.py"]
 TIMEOUT = 600   # seconds per pytest run; a run that hangs counts as killed
 CANARY = "mutate.py canary: this copy is the one imported"
 
 PEN, AG, RMD_, GD_ = ("penalty_tf/solvers/penalty.py", "penalty_tf/solvers/approxgrad.py",
                       "penalty_tf/solvers/rmd.py", "penalty_tf/solvers/gd.py")
 BASE, AD = "penalty_tf/solvers/base.py", "penalty_tf/autodiff.py"
+AID_, BOME_, PBGD_, F2SA_, SOBA_ = ("penalty_tf/solvers/aid.py", "penalty_tf/solvers/bome.py",
+                                   "penalty_tf/solvers/pbgd.py", "penalty_tf/solvers/f2sa.py",
+                                   "penalty_tf/solvers/soba.py")
 VARS, MON = "penalty_tf/solvers/variables.py", "penalty_tf/solvers/monitor.py"
 ONE_STEP = "tests/test_one_step.py"
 #: Test selections run first, in order, for a mutation of each file, so that most mutants
@@ -58,6 +62,8 @@ ONE_STEP = "tests/test_one_step.py"
 #: solver a file implements; for the shared code, the tests that read it most directly.
 FOCUS = {PEN: [[ONE_STEP, "-k", "penalty"]], AG: [[ONE_STEP, "-k", "approxgrad"]],
          RMD_: [[ONE_STEP, "-k", "rmd"]], GD_: [[ONE_STEP, "-k", "gd"]],
+         AID_: [["tests/test_aid.py"]], BOME_: [["tests/test_bome.py"]], PBGD_: [["tests/test_pbgd.py"]],
+         F2SA_: [["tests/test_f2sa.py"]], SOBA_: [["tests/test_soba.py"]],
          AD: [["tests/test_autodiff.py"], [ONE_STEP]],
          BASE: [[ONE_STEP], ["tests/test_solvers.py", "-k", "nan or finite"]],
          VARS: [[ONE_STEP]], MON: [["tests/test_solvers.py", "-k", "nan or finite"], [ONE_STEP]]}
@@ -251,6 +257,76 @@ MUTATIONS = [
       "        _, grads = autodiff.gradient(f_fn, self.upper.variables)\n"
       "        status = self._lower_gradient_steps(lower_g, lower_steps)\n",
       "u-gradient taken at the old v"),
+    # --------------------------------------------------------------- AID
+    M("aid-ift-sign", AID_,
+      "r = autodiff.gradient_plus_hvp(f_fn, g_fn, v, [-x for x in p], self.upper.variables)",
+      "r = autodiff.gradient_plus_hvp(f_fn, g_fn, v, [x for x in p], self.upper.variables)",
+      "u-step along f_u + H_uv p"),
+    M("aid-cg-no-conjugation", AID_,
+      "return p, r, [a + beta * b for a, b in zip(r, d)], rr_new",
+      "return p, r, [a + 0.0 * beta * b for a, b in zip(r, d)], rr_new",
+      "CG without conjugation (steepest descent on H p = f_v)"),
+    M("aid-neumann-sign", AID_,
+      "return [a + eta * b for a, b in zip(p, r)], autodiff.squared_norm(r)",
+      "return [a - eta * b for a, b in zip(p, r)], autodiff.squared_norm(r)",
+      "Neumann step p <- p - eta (f_v - H p)"),
+    M("aid-warm-start-ignored", AID_,
+      "p0 = [p.read_value() for p in self.p] if self.warm_start else",
+      "p0 = [p.read_value() for p in self.p] if False else",
+      "warm_start=True starts from 0"),
+    # --------------------------------------------------------------- BOME
+    M("bome-lambda-no-relu", BOME_,
+      "tf.nn.relu(phi - autodiff.dot(grad_f, grad_q))", "(phi - autodiff.dot(grad_f, grad_q))",
+      "lambda may be negative (no max(., 0))"),
+    M("bome-q-gradient-sign", BOME_,
+      "grad_q = [a - b for a, b in zip(grad_g[:n], g_u_inner)]",
+      "grad_q = [a + b for a, b in zip(grad_g[:n], g_u_inner)]",
+      "grad_u q = g_u(u, v) + g_u(u, v_T)"),
+    M("bome-phi-ignored", BOME_,
+      'phi = self.eta * (norm_q if self.phi == "grad_norm" else q)', "phi = self.eta * norm_q",
+      'phi="value" behaves as "grad_norm"'),
+    M("bome-v-not-restored", BOME_,
+      "        g_inner, g_u_inner = autodiff.gradient(g_fn, u)          # at v_T\n"
+      "        for x, value in zip(v, saved):\n            x.assign(value)\n",
+      "        g_inner, g_u_inner = autodiff.gradient(g_fn, u)          # at v_T\n",
+      "the joint step starts from v_T instead of v"),
+    # --------------------------------------------------------------- V-PBGD / G-PBGD
+    M("vpbgd-gap-sign", PBGD_,
+      "gap = [a - b for a, b in zip(grad_g[:n], g_u_w)]", "gap = [a + b for a, b in zip(grad_g[:n], g_u_w)]",
+      "value-gap gradient g_u(u, v) + g_u(u, w)"),
+    M("vpbgd-w-not-kept", PBGD_,
+      "            w.assign(x)\n            x.assign(value)\n", "            x.assign(value)\n",
+      "w's inner steps are thrown away (no warm start)"),
+    M("pbgd-gamma-no-ramp", PBGD_,
+      "self.gamma.assign(tf.minimum(c.gamma_growth * gamma + c.gamma_increment, c.gamma_max))",
+      "self.gamma.assign(gamma)",
+      "gamma never ramped up"),
+    M("pbgd-scale-step-ignored", PBGD_,
+      "scale = 1.0 / tf.maximum(gamma, 1.0) if self.config.scale_step", "scale = 1.0 if self.config.scale_step",
+      "scale_step=True does not divide the step by gamma"),
+    M("gpbgd-penalty-factor", PBGD_,
+      "[tf.cast(2.0 * gamma, x.dtype) * x for x in grad]", "[tf.cast(1.0 * gamma, x.dtype) * x for x in grad]",
+      "G-PBGD's penalty gradient gamma H grad_v g (drops the 2)"),
+    # --------------------------------------------------------------- F2SA
+    M("f2sa-v-steps-no-lambda", F2SA_,
+      "grads = [a + lamb * b for a, b in zip(f_v, g_v)]", "grads = [a + b for a, b in zip(f_v, g_v)]",
+      "v steps on f + g instead of f + lambda g"),
+    M("f2sa-z-term-sign", F2SA_,
+      "return [a + lamb * (b - c) for a, b, c in zip(f_u, g_u, g_u_z)], f, g, g_z",
+      "return [a + lamb * (b + c) for a, b, c in zip(f_u, g_u, g_u_z)], f, g, g_z",
+      "u-direction f_u + lambda (g_u(v) + g_u(z))"),
+    M("f2sa-lambda-no-ramp", F2SA_,
+      "self.lamb.assign(tf.minimum(lamb + delta, c.lamb_max))", "self.lamb.assign(lamb)",
+      "lambda never increased"),
+    # --------------------------------------------------------------- SOBA
+    M("soba-w-without-hvp", SOBA_,
+      "return lower_and_linear(autodiff.gradient_plus_hvp(lower_f, lower_g, v, w, v), status, k)",
+      "return lower_and_linear(autodiff.gradient_plus_hvp(lower_f, lower_g, v, [0.0 * x for x in w], v), "
+      "status, k)",
+      "w steps along f_v only (drops H_vv w)"),
+    M("soba-u-before-last-v-step", SOBA_,
+      "        status = lower_and_linear(r, status, lower_steps - 1)\n", "",
+      "the last v / w step of an iteration is skipped"),
     # --------------------------------------------------------------- base
     M("level-apply-no-projection", VARS,
       "            opt.apply(group_grads, group)\n        self.project()",

@@ -73,3 +73,19 @@ def test_bad_flags_are_clear_errors(tmp_path):
     with pytest.raises(SystemExit, match="NAME.FIELD=VALUE"):
         compare.parse_sets(["penalty-rho0=1"])
     assert compare.parse_sets(["penalty.rho0=1", "penalty.init=real"]) == {"penalty": {"rho0": 1, "init": "real"}}
+
+
+def test_smd_problems_give_every_method_its_synthetic_runner_config():
+    """The SMD problems run each solver as ``python -m synthetic.run`` does (e.g. Penalty's
+    synthetic schedule: nu_0 = 0, c_lamb = 1 / c_rho), with ``--set`` still on top."""
+    import dataclasses
+
+    from penalty_tf import solvers
+    from synthetic import run
+
+    spec = SPECS["smd22"]
+    for method in ("penalty", "approxgrad", "soba"):
+        fields = {f.name for f in dataclasses.fields(solvers.config_class(method))}
+        assert spec.settings(method, fields) == dataclasses.asdict(run.solver_config(method))
+    penalty = spec.settings("penalty", {f.name for f in dataclasses.fields(solvers.PenaltyConfig)})
+    assert penalty["nu0"] == 0.0 and penalty["c_lamb"] == pytest.approx(1 / 1.1) and penalty["lamb0"] == 10.0
