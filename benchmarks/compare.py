@@ -234,6 +234,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="a config field of one method, e.g. penalty.rho0=1 (repeatable)")
     parser.add_argument("--option", action="append", default=[], metavar="PROBLEM.NAME=VALUE",
                         help="a setting of one problem, e.g. distillation.weight_decay=0.1 (repeatable)")
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="upper iterations between quality measurements (default: the problem's)")
     parser.add_argument("--quick", action="store_true", help="the reduced setting CI runs")
     parser.add_argument("--data-dir", default=None, help="folder with mnist.npz (default: the usual lookup)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -245,6 +247,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         parser.error("--iterations must be >= 2")
     if args.check_every < 0:
         parser.error("--check-every must be >= 0")
+    if args.eval_every is not None and args.eval_every < 1:
+        parser.error("--eval-every must be >= 1")
     unknown = sorted(set(parse_sets(args.set)) - set(args.methods))
     if unknown:
         parser.error(f"--set names methods that do not run: {unknown}")
@@ -266,7 +270,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     for name in args.problems:
         spec = SPECS[name]
         iterations = args.iterations or (spec.quick_iterations if args.quick else spec.iterations)
-        eval_every = max(iterations // 4, 1) if args.quick else spec.eval_every
+        eval_every = args.eval_every or (max(iterations // 4, 1) if args.quick else spec.eval_every)
         results[name] = {}
         for method in args.methods:
             runs = []

@@ -70,6 +70,8 @@ def test_time_to_target_is_the_first_measurement_that_reaches_it():
 def test_bad_flags_are_clear_errors(tmp_path):
     with pytest.raises(SystemExit):
         compare.main(["--problems", "smd99", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        compare.main(["--problems", "smd20", "--eval-every", "0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="NAME.FIELD=VALUE"):
         compare.parse_sets(["penalty-rho0=1"])
     assert compare.parse_sets(["penalty.rho0=1", "penalty.init=real"]) == {"penalty": {"rho0": 1, "init": "real"}}
