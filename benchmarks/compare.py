@@ -17,7 +17,8 @@ resident memory (VmHWM, so one run's memory does not leak into the next).
 
 Writes to ``--out``: ``result.json`` (config, and per problem and method the curves of every
 seed and the summary), ``table.md`` (final quality, time and iterations to reach the
-problem's target, seconds per upper iteration, peak memory: medians over seeds) and one
+problem's target, seconds per upper iteration, peak memory, the problem's reported extras such as
+the corrupted points hyper-cleaning kept: medians over seeds) and one
 ``{problem}.png`` per problem (quality against seconds and against iterations).
 """
 
@@ -163,18 +164,25 @@ def summarise(spec: Spec, runs: list[dict[str, Any]]) -> dict[str, Any]:
             "seeds_reaching_target": sum(s is not None for s, _ in reached),
             "seconds_per_iteration_median": _median([r["seconds_per_iteration"] for r in ok]) if ok else None,
             "peak_memory_mib_median": _median([r["peak_memory_mib"] for r in ok]) if ok else None,
-            "cosine_median": float(statistics.median(cosines)) if cosines else None}
+            "cosine_median": float(statistics.median(cosines)) if cosines else None,
+            "extras_median": {k: _median([r["curve"]["extras"][-1][k] for r in ok]) if ok else None
+                              for k in spec.reported_extras}}
 
 
 def _cell(value: Any, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
+def _extras_cell(extras: dict[str, Any]) -> str:
+    """``"name value, ..."`` of a summary's median final extras ("—" without any)."""
+    return ", ".join(f"{k} {_cell(v, '.4g')}" for k, v in extras.items()) or "—"
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     """The markdown table: one row per (problem, method)."""
     rows = ["| problem | method | final quality (median [min, max]) | target | reached (seeds) | "
-            "s to target | iterations to target | s / iteration | peak MiB | cosine |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "s to target | iterations to target | s / iteration | peak MiB | cosine | problem's numbers |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, by_method in results.items():
         spec = SPECS[name]
         for method, entry in by_method.items():
@@ -186,7 +194,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                         f"{_cell(s['seconds_to_target_median'], '.3g')} | "
                         f"{_cell(s['iterations_to_target_median'], '.0f')} | "
                         f"{_cell(s['seconds_per_iteration_median'], '.3g')} | "
-                        f"{_cell(s['peak_memory_mib_median'], '.0f')} | {_cell(s['cosine_median'], '.2f')} |")
+                        f"{_cell(s['peak_memory_mib_median'], '.0f')} | {_cell(s['cosine_median'], '.2f')} | "
+                        f"{_extras_cell(s.get('extras_median') or {})} |")
     return "\n".join(rows) + "\n"
 
 

@@ -53,6 +53,8 @@ class Spec:
     #: method -> config fields computed when a run starts (SMD: the synthetic runner's config,
     #: which needs TensorFlow to build); between ``rates`` and ``overrides`` in precedence.
     method_settings: Optional[Callable[[str], dict[str, Any]]] = None
+    #: `Instance.extras` keys whose final values (median over seeds) the table shows.
+    reported_extras: tuple[str, ...] = ()
 
     def settings(self, method: str, fields: set[str]) -> dict[str, Any]:
         """The config fields ``method`` (with config fields ``fields``) runs with here:
@@ -188,7 +190,8 @@ def _hypercleaning_spec() -> Spec:
     penalty = {k: v for k, v in original.items() if k in _PENALTY_CONFIG_FIELDS}
     return Spec("hypercleaning", "retrained test accuracy (%)", True, 91.2, iterations=2500,
                 quick_iterations=20, eval_every=500, lower_steps=20, build=_hypercleaning,
-                rates=_HYPERCLEANING_RATES, overrides={**_HYPERCLEANING_OVERRIDES, "penalty": penalty})
+                rates=_HYPERCLEANING_RATES, overrides={**_HYPERCLEANING_OVERRIDES, "penalty": penalty},
+                reported_extras=("selected_points", "selected_corrupted"))
 
 
 #: Every other solver's learning rates on hyper-cleaning (the sweep in benchmarks/hypercleaning.py).

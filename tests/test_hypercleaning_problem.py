@@ -72,6 +72,11 @@ def test_run_one_records_the_extras_at_every_measurement(shared_data_dir):
     assert all(0.0 <= q <= 100.0 for q in curve["quality"])
     assert curve["extras"][0]["selected_points"] == 0           # a = 0.4 / 0.6 at the start
     assert "selected_corrupted" in compare._extras_text(run)
+    summary = compare.summarise(SPECS["hypercleaning"], [run, run])
+    kept = curve["extras"][-1]["selected_corrupted"]
+    assert summary["extras_median"]["selected_corrupted"] == kept
+    row = compare.table({"hypercleaning": {"soba": {"runs": [run], "summary": summary}}}).splitlines()[-1]
+    assert row.endswith(f"selected_corrupted {kept:.4g} |")
 
 
 def test_the_spec_gives_penalty_the_original_s_settings():
