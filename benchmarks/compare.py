@@ -86,8 +86,9 @@ def run_one(spec: Spec, method: str, seed: int, iterations: int, eval_every: int
     curve = {"iteration": [0], "seconds": [0.0], "quality": [instance.quality()], "cosine": []}
     if instance.extras is not None:           # the problem's own numbers at each measurement
         curve["extras"] = [instance.extras()]
-    # RMD's direction depends on the lower steps of an iteration: there is nothing to check
-    checkable = type(solver).upper_direction is not solvers.BilevelSolver.upper_direction
+    # RMD's direction depends on the lower steps of an iteration: there is nothing to check;
+    # nor where the lower problem has no unique minimiser (hyper-cleaning)
+    checkable = instance.checkable and type(solver).upper_direction is not solvers.BilevelSolver.upper_direction
     solver.step(instance.next_batch(), spec.lower_steps)     # iteration 1 traces: not timed
     seconds = 0.0
     for k in range(2, iterations + 1):

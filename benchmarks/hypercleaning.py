@@ -66,9 +66,9 @@ At the full 2,500 iterations with lr_u = 0.3: Penalty 91.24 (38), G-PBGD 91.18 (
 The Spec keeps Penalty at the original's settings (``--set penalty.lr_u=0.3`` is the tuned
 run).
 
-There is no ``check_batch``: the lower problem (unregularised softmax regression on 200
-points) has no unique minimiser, so the exact hypergradient of `--check-every` is not
-defined here.
+There is no ``check_batch`` and ``--check-every`` skips this problem: the lower problem
+(unregularised softmax regression on 200 points) has no unique minimiser, so the exact
+hypergradient is not defined here.
 """
 
 from __future__ import annotations

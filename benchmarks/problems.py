@@ -28,6 +28,8 @@ class Instance:
     quality: Callable[[], float]
     check_batch: Any = None
     extras: Optional[Callable[[], dict[str, Any]]] = None
+    #: False where the exact hypergradient is not defined (``--check-every`` skips the problem).
+    checkable: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +173,7 @@ def _hypercleaning(seed: int, data_dir: Optional[str], **options: Any) -> Instan
     from benchmarks import hypercleaning
 
     h = hypercleaning.build(seed, data_dir, **options)
-    return Instance(h.problem, h.next_batch, h.quality, extras=h.extras)
+    return Instance(h.problem, h.next_batch, h.quality, extras=h.extras, checkable=False)
 
 
 def _hypercleaning_spec() -> Spec:

@@ -65,10 +65,11 @@ def test_steps_read_the_slot_back_and_renormalise_after_each_epoch(tiny):
 
 
 def test_run_one_records_the_extras_at_every_measurement(shared_data_dir):
-    run = compare.run_one(SPECS["hypercleaning"], "soba", 0, iterations=3, eval_every=2, check_every=0, sets={},
+    run = compare.run_one(SPECS["hypercleaning"], "soba", 0, iterations=3, eval_every=2, check_every=1, sets={},
                           data_dir=str(shared_data_dir), options=TINY)
     curve = run["curve"]
     assert curve["iteration"] == [0, 2, 3] and len(curve["extras"]) == 3
+    assert curve["cosine"] == []          # --check-every skips it: no unique lower minimiser
     assert all(0.0 <= q <= 100.0 for q in curve["quality"])
     assert curve["extras"][0]["selected_points"] == 0           # a = 0.4 / 0.6 at the start
     assert "selected_corrupted" in compare._extras_text(run)
