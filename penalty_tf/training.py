@@ -223,7 +223,8 @@ def run(solver: Any, dataset: Any, epochs: int = 1, lower_steps: int = 1,
         verbose: int = 1, on_nonfinite: str = "stop", batch_size: Optional[int] = None,
         shuffle: bool = True, seed: Optional[int] = None, steps_per_epoch: Optional[int] = None,
         validation_data: Any = None, metrics: Any = (), validation_model: Any = None,
-        validation_batch_size: int = 256, **counts: int) -> keras.callbacks.History:
+        validation_batch_size: int = 256, steps_per_execution: int = 1,
+        **counts: int) -> keras.callbacks.History:
     """Run ``solver.step(batch, lower_steps)`` over ``dataset`` for epochs
     ``initial_epoch … epochs - 1`` (Keras' ``fit`` convention).
 
@@ -249,6 +250,15 @@ def run(solver: Any, dataset: Any, epochs: int = 1, lower_steps: int = 1,
       validation_data, metrics, validation_model, validation_batch_size: evaluate
         ``metrics`` on ``validation_data`` after every epoch into ``val_<name>`` logs (see
         `penalty_tf.callbacks.Validation`, which these build).
+      steps_per_execution: upper iterations per graph call (Keras' ``steps_per_execution``):
+        N > 1 runs N iterations on N successive batches in one call
+        (`BilevelSolver.steps_from`), removing the host round trip of each iteration; the
+        iterates are the same as with 1. Needs a `tf.data.Dataset` (or arrays with
+        ``batch_size``). As in Keras, the batch hooks of the callbacks
+        (``on_train_batch_begin/end``) are called once per call, with the logs of its last
+        iteration, so a callback that must act between iterations needs 1 (the default);
+        epoch logs are still the means over every iteration. An epoch's last call runs the
+        iterations that remain.
       **counts: further loop counts of the solver (``linear_steps`` for ApproxGrad).
 
     Returns:
@@ -264,6 +274,7 @@ def run(solver: Any, dataset: Any, epochs: int = 1, lower_steps: int = 1,
     check_callbacks(callbacks)
     feed = DataFeed(solver, dataset, epochs_to_run=epochs - initial_epoch, steps_per_epoch=steps_per_epoch,
                     batch_size=batch_size, shuffle=shuffle, seed=seed)
+    per_call = _steps_per_execution(steps_per_execution, feed)
     history = keras.callbacks.History()
     history.error = None
     if verbose and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -284,7 +295,10 @@ def run(solver: Any, dataset: Any, epochs: int = 1, lower_steps: int = 1,
         for c in callbacks:
             c.on_epoch_begin(epoch)
         try:
-            logs = run_epoch(solver, feed.epoch(), lower_steps, callbacks, counts)
+            if per_call == 1:
+                logs = run_epoch(solver, feed.epoch(), lower_steps, callbacks, counts)
+            else:
+                logs = run_epoch_in_calls(solver, feed, per_call, lower_steps, callbacks, counts)
         except NonFiniteError as error:
             history.error = error
             for c in callbacks:
@@ -321,6 +335,45 @@ def run_epoch(solver: Any, batches: Iterable, lower_steps: int,
         if solver.stop_training:
             break
     return epoch_logs(seen, solver.state_outputs)
+
+
+def _steps_per_execution(value: Any, feed: DataFeed) -> int:
+    n = int(value)
+    if n < 1 or n != value:
+        raise ValueError(f"steps_per_execution must be an integer >= 1, got {value!r}")
+    if n > 1 and feed.iterator is None:
+        raise TypeError("steps_per_execution > 1 reads the batches inside the graph and needs a tf.data.Dataset "
+                        "of known length (or steps_per_epoch=) or arrays with batch_size=; this data is a "
+                        "Python iterable, which only steps_per_execution=1 can read")
+    return n
+
+
+def run_epoch_in_calls(solver: Any, feed: DataFeed, per_call: int, lower_steps: int,
+                       callbacks: Sequence[keras.callbacks.Callback], counts: dict) -> dict[str, float]:
+    """One epoch of ``feed.steps`` iterations, ``per_call`` per graph call
+    (`BilevelSolver.steps_from` on the feed's iterator); returns the epoch logs."""
+    seen: list[dict[str, float]] = []
+    while len(seen) < feed.steps:
+        first = len(seen)
+        for c in callbacks:
+            c.on_train_batch_begin(first)
+        out = solver.steps_from(feed.iterator, min(per_call, feed.steps - first), lower_steps, **counts)
+        rows = _rows(out)
+        if not rows:
+            break
+        rates = batch_logs(solver, {})
+        seen.extend(dict(row, **rates) for row in rows)
+        for c in callbacks:
+            c.on_train_batch_end(len(seen) - 1, seen[-1])
+        if solver.stop_training:
+            break
+    return epoch_logs(seen, solver.state_outputs)
+
+
+def _rows(out: Mapping[str, tf.Tensor]) -> list[dict[str, float]]:
+    """The per-iteration outputs of `BilevelSolver.steps_from` as one dict per iteration."""
+    columns = {k: v.numpy() for k, v in out.items() if k not in MONITOR_OUTPUTS + ("done",)}
+    return [{k: float(v[i]) for k, v in columns.items()} for i in range(int(out["done"]))]
 
 
 def refit(solver: Any, dataset: Any, epochs: int = 1, optimizer: Any = 1e-3, *, reinitialize: bool = True,
@@ -387,17 +440,19 @@ class ProgressBar(keras.callbacks.Callback):
         print(f"Epoch {epoch + 1}/{self.params['epochs']}")
         self.bar = keras.utils.Progbar(self.steps, stateful_metrics=self.keys)
         self.seen = []
+        self.position = 0
 
     def _shown(self, logs: dict[str, float]) -> list[tuple[str, float]]:
         return [(k, logs[k]) for k in self.keys if k in logs]
 
     def on_train_batch_end(self, batch, logs=None):
         self.seen.append(dict(logs))
-        if self.steps is None or len(self.seen) < self.steps:   # the last line is the epoch's
-            self.bar.update(len(self.seen), self._shown(epoch_logs(self.seen, self.model.state_outputs)))
+        self.position = batch + 1       # with steps_per_execution > 1, hooks come once per call
+        if self.steps is None or self.position < self.steps:   # the last line is the epoch's
+            self.bar.update(self.position, self._shown(epoch_logs(self.seen, self.model.state_outputs)))
 
     def on_epoch_end(self, epoch, logs=None):
         if self.steps is None:
-            self.steps = len(self.seen)      # known from the second epoch on
-        self.bar.target = len(self.seen)
-        self.bar.update(len(self.seen), self._shown(logs), finalize=True)
+            self.steps = self.position      # known from the second epoch on
+        self.bar.target = self.position
+        self.bar.update(self.position, self._shown(logs), finalize=True)

@@ -78,6 +78,9 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         self.strategy = distribution_strategy(self.upper.variables + self.lower.variables)
         self._compiled = tf.function(self._counted_iteration, jit_compile=jit_compile, autograph=False)
         self._compiled_many = tf.function(self._many, jit_compile=jit_compile, autograph=False)
+        # Not XLA-compiled itself (reading an iterator is not an XLA op); the iteration it
+        # calls is `_compiled`, compiled when the solver is.
+        self._compiled_from = tf.function(self._many_from, autograph=False)
 
     @classmethod
     def from_problem(cls, problem: BilevelProblem, config: Any = None, **options: Any) -> "BilevelSolver":
@@ -141,6 +144,28 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         out = self._compiled_many(batch, tf.constant(int(iterations), tf.int32),
                                   *self._count_tensors(lower_steps, **counts))
         self._raise_if_failed(out)
+        return out
+
+    def steps_from(self, iterator: Any, iterations: int = 1, lower_steps: int = 1,
+                   **counts: int) -> dict[str, tf.Tensor]:
+        """``iterations`` upper-level iterations in ONE graph call, iteration i on the next
+        batch of ``iterator`` (``iter(dataset)`` of a `tf.data.Dataset`, or of a distributed
+        dataset): Keras' ``steps_per_execution`` for streamed data, used by
+        ``run(..., steps_per_execution=N)``.
+
+        The iterates equal those of ``step(next(iterator), lower_steps)`` called
+        ``iterations`` times (the same graph of one iteration runs inside a while loop;
+        tests/test_steps_per_execution.py), without a host round trip per iteration.
+        Returns every iteration's outputs stacked (key -> tensor of shape [n]) with
+        ``done`` = n, the number of iterations run; fewer than ``iterations`` only when
+        the iterator ran out (then ``done`` tells how many) or an iteration failed, which
+        raises `NonFiniteError` as `step` does (the iterations before it are kept).
+        """
+        n = as_count(iterations, "iterations", minimum=1)
+        out = self._compiled_from(iterator, tf.constant(n, tf.int32), *self._count_tensors(lower_steps, **counts))
+        failed = int(out["failed_iteration"])
+        if failed >= 0:
+            self._raise_if_failed({"status": out["status"][failed]})
         return out
 
     def trace(self, batch_spec: Any, lower_steps: int = 1, **counts: int) -> None:
@@ -356,6 +381,33 @@ class BilevelSolver(tf.__internal__.tracking.AutoTrackable):
         start = {k: tf.zeros([], dtype) for k, dtype in self.outputs.items()}
         _, out, failed = tf.while_loop(cond, body, (tf.constant(0, tf.int32), start, tf.constant(-1)))
         return dict(out, failed_iteration=failed)
+
+    def _many_from(self, iterator: Any, iterations: tf.Tensor, *counts: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Up to ``iterations`` calls of the compiled iteration on successive batches of
+        ``iterator`` in one while loop; stops at the first failure or when the iterator is
+        exhausted. Every iteration's outputs are written to a TensorArray."""
+        keys = list(self.outputs)
+        arrays = [tf.TensorArray(self.outputs[k], size=iterations, element_shape=[]) for k in keys]
+
+        def cond(i, failed_at, more, *_):
+            return tf.logical_and(tf.logical_and(i < iterations, failed_at < 0), more)
+
+        def body(i, failed_at, more, *arrays):
+            batch = iterator.get_next_as_optional()
+            def iterate():
+                new = self._compiled(batch.get_value(), *counts)
+                return [tf.where(new["status"] != 0, i, failed_at)] + [new[k] for k in keys]
+            def exhausted():
+                return [failed_at] + [tf.zeros([], self.outputs[k]) for k in keys]
+            has = batch.has_value()
+            failed_at, *values = tf.cond(has, iterate, exhausted)
+            arrays = [a.write(i, v) for a, v in zip(arrays, values)]
+            return (i + tf.cast(has, tf.int32), failed_at, has, *arrays)
+
+        done, failed, _, *arrays = tf.while_loop(
+            cond, body, (tf.constant(0, tf.int32), tf.constant(-1), tf.constant(True), *arrays))
+        stacked = {k: a.stack()[:done] for k, a in zip(keys, arrays)}
+        return dict(stacked, done=done, failed_iteration=failed)
 
     def named_levels(self) -> dict[str, Level]:
         """Every `Level` whose optimizers the solver steps, by name (u, v, and ApproxGrad's p)."""
