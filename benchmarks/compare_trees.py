@@ -84,19 +84,51 @@ TASKS: dict[str, tuple[str, Callable[[str, str], list[str]], Callable[[dict], di
 }
 
 
-def run_once(tree: Path, task: str, core: int, data_dir: str) -> dict[str, float]:
-    """One fresh process of ``task`` in ``tree``; its figures."""
-    module, argv_of, figures = TASKS[task]
+def run_once(tree: Path, task: str, core: int | str, data_dir: str, threads: int = 1,
+             tasks: dict | None = None) -> dict[str, float]:
+    """One fresh process of ``task`` (of ``tasks``, default `TASKS`) in ``tree``, pinned to
+    the cores ``core`` (a `taskset -c` list, e.g. 1 or "0,1") with ``threads`` TensorFlow
+    intra-op, inter-op and OpenMP threads; its figures."""
+    module, argv_of, figures = (tasks or TASKS)[task]
     with tempfile.TemporaryDirectory() as tmp:
         code = RUNNER.format(module=module, argv=argv_of(data_dir, tmp), mark=MARK)
-        env = dict(os.environ, PYTHONPATH=str(tree), TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
-                   OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3", PENALTY_TF_DATA=data_dir)
+        n = str(int(threads))
+        env = dict(os.environ, PYTHONPATH=str(tree), TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS=n,
+                   OMP_NUM_THREADS=n, TF_CPP_MIN_LOG_LEVEL="3", PENALTY_TF_DATA=data_dir)
         proc = subprocess.run(["taskset", "-c", str(core), sys.executable, "-c", code], cwd=tree, env=env,
                               capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{task} in {tree} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return figures(json.loads(lines[-1][len(MARK):]))
+
+
+def interleave(trees: dict[str, Path], task_names: list[str], rounds: int, core: int | str, threads: int,
+               data_dir: str, record: dict, out: Path, tasks: dict | None = None) -> dict:
+    """``rounds`` rounds of every task on every tree (the trees' order alternating from
+    round to round); the raw figures go to ``record["raw"][task][tree][figure]`` (a list, one
+    value per round) and ``record["runs"]``, and ``record`` is written to ``out/raw.json``
+    after every run."""
+    from penalty_tf.files import write_text_atomic
+
+    names = list(trees)
+    for r in range(rounds):
+        for task in task_names:
+            for name in (names if r % 2 == 0 else names[::-1]):
+                load = os.getloadavg()[0]
+                start = time.time()
+                figures = run_once(Path(trees[name]).resolve(), task, core, data_dir, threads, tasks)
+                record["runs"].append({"round": r, "task": task, "tree": name, "load_before": load,
+                                       "seconds": round(time.time() - start, 1)})
+                for figure, value in figures.items():
+                    record["raw"].setdefault(task, {}).setdefault(name, {}).setdefault(figure, []).append(value)
+                if len(names) == 2:
+                    record["summary"] = summarise(record["raw"], *names)
+                write_text_atomic(out / "raw.json", json.dumps(record, indent=1))
+                print(f"round {r} {task} {name}: {time.time() - start:.0f} s (load {load:.2f})", flush=True)
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_text_atomic(out / "raw.json", json.dumps(record, indent=1))
+    return record
 
 
 def summarise(raw: dict[str, dict[str, dict[str, list[float]]]], before: str, after: str) -> dict:
@@ -131,8 +163,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", required=True, help="directory of raw.json")
     args = parser.parse_args(argv)
     trees = dict(item.split("=", 1) for item in args.trees)
-    names = list(trees)
-    from penalty_tf.files import write_text_atomic
     from penalty_tf.paper.experiment import check_out_dir
 
     out = check_out_dir(Path(args.out))
@@ -144,21 +174,7 @@ def main(argv=None) -> dict:
               "runs": [], "raw": {}}
     data_dir = str(Path(args.data_dir).resolve())
     wall_start = time.time()
-    for r in range(args.rounds):
-        for task in args.tasks:
-            for name in (names if r % 2 == 0 else names[::-1]):
-                load = os.getloadavg()[0]
-                start = time.time()
-                figures = run_once(Path(trees[name]).resolve(), task, args.core, data_dir)
-                record["runs"].append({"round": r, "task": task, "tree": name, "load_before": load,
-                                       "seconds": round(time.time() - start, 1)})
-                for figure, value in figures.items():
-                    record["raw"].setdefault(task, {}).setdefault(name, {}).setdefault(figure, []).append(value)
-                record["summary"] = summarise(record["raw"], *names)
-                write_text_atomic(out / "raw.json", json.dumps(record, indent=1))
-                print(f"round {r} {task} {name}: {time.time() - start:.0f} s (load {load:.2f})", flush=True)
-    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_text_atomic(out / "raw.json", json.dumps(record, indent=1))
+    interleave(trees, args.tasks, args.rounds, args.core, 1, data_dir, record, out)
     from penalty_tf.paper.experiment import write_result
 
     write_result(out, experiment="benchmarks.compare_trees", method="+".join(args.tasks),
