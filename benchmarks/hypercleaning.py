@@ -234,3 +234,47 @@ class HyperCleaning:
 def build(seed: int = 0, data_dir: Optional[str] = None, **options: Any) -> HyperCleaning:
     """The hyper-cleaning problem for ``seed`` (options: module docstring)."""
     return HyperCleaning(seed, data_dir, **options)
+
+
+def ceiling(seed: int = 0, data_dir: Optional[str] = None, **options: Any) -> dict[str, Any]:
+    """The retraining step on the perfect selection, importances 1 on every clean training
+    point and 0 on every corrupted one: the most any solver's importances can give
+    (`HyperCleaning.quality` of an oracle). Returns mnist_small.retrain's numbers."""
+    h = build(seed, data_dir, **options)
+    a = np.ones(len(h.split.y_train))
+    a[:h.corrupt] = 0.0
+    return mnist_small.retrain(h.s, h.run.clf, h.split, a, h.corrupt)
+
+
+def main(argv=None) -> dict:
+    """``python -m benchmarks.hypercleaning --seeds 0 1 2 --out DIR``: `ceiling` per seed."""
+    import argparse
+
+    from penalty_tf.paper import experiment
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.hypercleaning",
+                                     description="The retrained test accuracy of the perfect selection "
+                                                 "(clean points only) per seed: hyper-cleaning's ceiling.")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--train-size", type=int, default=ORIGINAL_TRAIN_SIZE)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    out = experiment.check_out_dir(Path(args.out))
+    metrics: dict[str, Any] = {}
+    with experiment.Timer() as timer:
+        for seed in args.seeds:
+            r = ceiling(seed, args.data_dir, train_size=args.train_size)
+            metrics[f"seed{seed}"] = {k: r[k] for k in ("retrain_test_accuracy", "selected_points",
+                                                        "selected_corrupted")}
+            print(f"seed {seed}: {metrics[f'seed{seed}']}", flush=True)
+    values = [m["retrain_test_accuracy"] for m in metrics.values()]
+    metrics["median"] = float(np.median(values))
+    return experiment.write_result(out, experiment="benchmarks.hypercleaning.ceiling", method="oracle-selection",
+                                   config=vars(args), metrics=metrics, published={}, wall_time_s=timer.elapsed)
+
+
+if __name__ == "__main__":
+    from penalty_tf.paper.experiment import run_main
+
+    run_main(main)
