@@ -32,8 +32,9 @@ def cross_entropy(model: keras.Model, x: tf.Tensor, y: tf.Tensor, training: bool
     """Per-example softmax cross-entropy of the model's logits (integer labels).
 
     ``training=False`` for the paper's CNNs (dropout inactive, as in the original); the WRN
-    of the Ren et al. comparison passes True so that BatchNorm uses batch statistics."""
-    logits = model(x, training=training)
+    of the Ren et al. comparison passes True so that BatchNorm uses batch statistics. The
+    loss is computed in float32 whatever the compute dtype (a no-op cast in float32)."""
+    logits = tf.cast(model(x, training=training), tf.float32)   # bfloat16 under mixed_bfloat16
     return losses.sparse_softmax_cross_entropy(y, logits)
 
 

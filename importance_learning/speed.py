@@ -26,7 +26,8 @@ compiled call on the same batch: the forward pass of g, g's gradient (forward + 
 g's gradient together with its Hessian-vector product ``H_vv w`` (one nested-tape pass,
 `penalty_tf.autodiff.gradient_plus_hvp`), and that pass with f's gradient on a validation
 batch added — the lower step's direction ``grad f + H (nu + rho G)`` without the optimizer
-update. ``--threads 1`` pins TensorFlow to one thread (cleaner per-op costs).
+update. ``--threads 1`` pins TensorFlow to one thread (cleaner per-op costs). ``--precision
+mixed_bfloat16`` times the same under Keras' bfloat16 compute policy (float32 variables).
 
 Reports medians over ``--repeats`` calls after one warm-up call, and the ratios to the
 plain step. By default the clock is the process's CPU time (``--clock cpu``: seconds of
@@ -196,6 +197,9 @@ def main(argv=None) -> dict:
                         help="also measure the passes that make up a Penalty lower step")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow intra- and inter-op threads (0: TensorFlow's default)")
+    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32",
+                        help="Keras dtype policy of the model: mixed_bfloat16 computes the layers in "
+                             "bfloat16 with float32 variables, gradients and losses")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.lower_steps < 2 or args.repeats < 1 or args.batch_size < 1 or args.threads < 0:
@@ -206,6 +210,8 @@ def main(argv=None) -> dict:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     args.methods = method_names(args.methods)
+    import keras
+    keras.mixed_precision.set_global_policy(args.precision)
     out_dir = experiment.resolve_out_dir(args, "importance_learning.speed")
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     metrics = {}
