@@ -20,6 +20,8 @@ alternative (`penalty_tf.training.UNSUPPORTED_CALLBACKS`).
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import types
 from typing import Any, Callable, Mapping, Sequence
@@ -109,6 +111,17 @@ class Checkpoint(keras.callbacks.Callback):
     (``rollback_on_nonfinite``; there is always one: the one made when training started),
     so the run loses nothing but the epoch in progress; the rollback is printed.
 
+    Under `tf.distribute.MultiWorkerMirroredStrategy` every worker calls `save` (as
+    TensorFlow requires), but only the chief's checkpoint lands in ``directory``; the
+    others write to a scratch folder inside it (``.worker<i>``), deleted right after. Every
+    worker restores from ``directory`` (which must be a file system all workers see), so a
+    job whose workers were killed resumes, restarted with the same ``TF_CONFIG``, from the
+    chief's last checkpoint, as Keras' ``BackupAndRestore`` does. Under any strategy the
+    data position is not in the checkpoint (TensorFlow cannot save a distributed iterator):
+    `penalty_tf.training.run` with ``initial_epoch=k`` skips the first k epochs' batches of
+    the dataset instead, which is the same position for a seeded pipeline
+    (``shuffle(n, seed=...)``).
+
     Args:
       solver: the solver whose state is saved.
       directory: where the checkpoints go.
@@ -127,17 +140,30 @@ class Checkpoint(keras.callbacks.Callback):
         self.solver = solver
         self.every = int(every)
         self.rollback_on_nonfinite = rollback_on_nonfinite
-        self.manager = tf.train.CheckpointManager(solver.checkpoint(**extra), str(directory),
-                                                  max_to_keep=int(max_to_keep))
+        self.directory = str(directory)
+        checkpoint = solver.checkpoint(**extra)
+        self.manager = tf.train.CheckpointManager(checkpoint, self.directory, max_to_keep=int(max_to_keep))
+        chief, worker = chief_and_worker(solver.strategy)
+        self.scratch = None if chief else os.path.join(self.directory, f".worker{worker}")
+        self.scratch_manager = None if chief else tf.train.CheckpointManager(checkpoint, self.scratch, max_to_keep=1)
 
     def save(self) -> str:
-        """Save now; returns the checkpoint's path."""
-        return self.manager.save(checkpoint_number=self.solver.epoch)
+        """Save now; returns the checkpoint's path (a worker other than the chief saves to
+        its scratch folder, deletes it and returns the path the chief's checkpoint has)."""
+        if self.scratch_manager is None:
+            return self.manager.save(checkpoint_number=self.solver.epoch)
+        self.scratch_manager.save(checkpoint_number=self.solver.epoch)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return os.path.join(self.directory, f"ckpt-{self.solver.epoch}")
+
+    def latest(self) -> str | None:
+        """The newest checkpoint in ``directory`` (read afresh: the chief may have written it)."""
+        return tf.train.latest_checkpoint(self.directory)
 
     def restore(self) -> int:
         """Restore the latest checkpoint, if any; return the epoch to continue from (0 if
         there is none). The data position is restored when a run attaches its iterator."""
-        path = self.manager.latest_checkpoint
+        path = self.latest()
         if path is None:
             return 0
         try:
@@ -154,12 +180,12 @@ class Checkpoint(keras.callbacks.Callback):
             try:
                 self.manager.checkpoint.data_position = iterator
             except (tf.errors.OpError, ValueError) as error:
-                raise CheckpointError(f"the data position in {self.manager.latest_checkpoint} does not fit "
+                raise CheckpointError(f"the data position in {self.latest()} does not fit "
                                       f"this dataset ({error}); resume with the pipeline the run was "
                                       "started with") from None
 
     def on_train_begin(self, logs=None):
-        if self.manager.latest_checkpoint is None:
+        if self.latest() is None:
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -167,11 +193,22 @@ class Checkpoint(keras.callbacks.Callback):
             self.save()
 
     def on_nonfinite(self, error: NonFiniteError) -> None:
-        if self.rollback_on_nonfinite and self.manager.latest_checkpoint is not None:
-            path = self.manager.latest_checkpoint
+        if self.rollback_on_nonfinite and self.latest() is not None:
+            path = self.latest()
             self.restore()
             print(f"Checkpoint: rolled u, v and the solver state back to {path} (epoch {self.solver.epoch})",
                   file=sys.stderr)
+
+
+def chief_and_worker(strategy: Any) -> tuple[bool, int]:
+    """(whether this process writes checkpoints, its worker index) under ``strategy``: the
+    chief of a multi-worker strategy (``strategy.extended.should_checkpoint``), or True, 0
+    without one."""
+    if strategy is None:
+        return True, 0
+    resolver = getattr(strategy, "cluster_resolver", None)
+    worker = int(getattr(resolver, "task_id", 0) or 0) if resolver is not None else 0
+    return bool(getattr(strategy.extended, "should_checkpoint", True)), worker
 
 
 class CheckpointError(ValueError):

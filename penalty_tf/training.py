@@ -114,7 +114,8 @@ class DataFeed:
     """
 
     def __init__(self, solver: Any, data: Any, *, epochs_to_run: int, steps_per_epoch: Optional[int] = None,
-                 batch_size: Optional[int] = None, shuffle: bool = True, seed: Optional[int] = None):
+                 batch_size: Optional[int] = None, shuffle: bool = True, seed: Optional[int] = None,
+                 initial_epoch: int = 0):
         if is_array_nest(data):
             if batch_size is None:
                 raise TypeError("run() got a tuple/dict of arrays, not a dataset of batches: pass batch_size=N to "
@@ -130,11 +131,11 @@ class DataFeed:
         self.iterator: Optional[Iterator] = None
         self._per_epoch: Optional[Iterable] = None
         if isinstance(data, tf.data.Dataset):
-            self._from_dataset(solver, data)
+            self._from_dataset(solver, data, initial_epoch)
         else:
             self._from_iterable(solver, data, epochs_to_run)
 
-    def _from_dataset(self, solver: Any, dataset: tf.data.Dataset) -> None:
+    def _from_dataset(self, solver: Any, dataset: tf.data.Dataset, initial_epoch: int = 0) -> None:
         n = int(dataset.cardinality())
         if n == 0:
             raise ValueError("the dataset is empty (no batches); check its filter/take/batch(drop_remainder)")
@@ -145,6 +146,11 @@ class DataFeed:
             return
         self.steps = self.steps or n
         repeated = dataset if n == tf.data.INFINITE_CARDINALITY else dataset.repeat()
+        if solver.strategy is not None and initial_epoch:
+            # A distributed iterator cannot be checkpointed: a resumed run (initial_epoch > 0)
+            # continues the pipeline's sequence instead by skipping the batches of the epochs
+            # done, the same position for a seeded pipeline.
+            repeated = repeated.skip(initial_epoch * self.steps)
         self.iterator = iter(self._distribute(solver, repeated))
 
     @staticmethod
@@ -273,7 +279,7 @@ def run(solver: Any, dataset: Any, epochs: int = 1, lower_steps: int = 1,
         + list(callbacks)
     check_callbacks(callbacks)
     feed = DataFeed(solver, dataset, epochs_to_run=epochs - initial_epoch, steps_per_epoch=steps_per_epoch,
-                    batch_size=batch_size, shuffle=shuffle, seed=seed)
+                    batch_size=batch_size, shuffle=shuffle, seed=seed, initial_epoch=initial_epoch)
     per_call = _steps_per_execution(steps_per_execution, feed)
     history = keras.callbacks.History()
     history.error = None

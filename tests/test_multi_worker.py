@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -52,14 +53,56 @@ def build(name):
     return ptf.solvers.make(name, problem, **options), u, model
 
 
-def dataset():
+def dataset(shuffle=False):
     import tensorflow as tf
 
     rng = np.random.default_rng(1)
     data = (np.arange(N, dtype=np.int32), rng.normal(size=(N, D)).astype(np.float32),
             rng.integers(0, C, N).astype(np.int32), rng.normal(size=(N, D)).astype(np.float32),
             rng.integers(0, C, N).astype(np.int32))
-    return tf.data.Dataset.from_tensor_slices(data).batch(BATCH, drop_remainder=True)
+    ds = tf.data.Dataset.from_tensor_slices(data)
+    if shuffle:            # a new order every epoch: a resumed run must restore the position
+        ds = ds.shuffle(N, seed=5, reshuffle_each_iteration=True)
+    return ds.batch(BATCH, drop_remainder=True)
+
+
+EPOCHS = 4
+
+
+def resumed_worker(out_path, directory, phase):
+    """Penalty for EPOCHS epochs with a Checkpoint; in the first phase worker 1 dies after
+    the checkpoint of epoch 2 (the test then kills the chief); the second phase restores
+    and finishes. Writes where it started and how far it is from one process's
+    uninterrupted run."""
+    import time
+
+    import keras
+    import tensorflow as tf
+
+    from penalty_tf import callbacks as cb
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        dist, u2, m2 = build("penalty")
+    ckpt = cb.Checkpoint(dist, directory)
+    start = ckpt.restore()
+    callbacks = [ckpt]
+    if phase == "first" and strategy.cluster_resolver.task_id == 1:
+        def die(epoch, logs):
+            if epoch == 1:
+                time.sleep(2)
+                os._exit(3)
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=die))
+    dist.run(dataset(shuffle=True), epochs=EPOCHS, lower_steps=3, verbose=0, callbacks=callbacks,
+             initial_epoch=start)
+    single, u1, m1 = build("penalty")
+    single.run(dataset(shuffle=True), epochs=EPOCHS, lower_steps=3, verbose=0)
+    report = {"start": start, "iteration": dist.iteration, "epoch": dist.epoch,
+              "u": float(np.max(np.abs(u1.numpy() - u2.numpy()))),
+              "v": float(max(np.max(np.abs(a - b)) for a, b in zip(m1.get_weights(), m2.get_weights()))),
+              "files": sorted(os.listdir(directory))}
+    with open(out_path, "w") as f:
+        json.dump(report, f)
 
 
 def worker(out_path):
@@ -96,28 +139,39 @@ def free_ports(n):
     return ports
 
 
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("workers")
+def launch(tmp, *args):
+    """Two worker processes of this script (``args`` after the output file) on free
+    localhost ports; returns them with their output files."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    procs = []
+    procs, outs = [], []
     for index in range(2):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen([sys.executable, __file__, str(tmp / f"worker{index}.json")], env=env,
+        outs.append(tmp / f"{args[0] if args else 'run'}-worker{index}.json")
+        procs.append(subprocess.Popen([sys.executable, __file__, str(outs[-1]), *map(str, args)], env=env,
                                       cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = []
+    return procs, outs
+
+
+def finish(procs, outs, timeout=300):
+    """Wait for both workers; their reports."""
+    errors = []
     for p in procs:
         try:
-            outputs.append(p.communicate(timeout=300))
+            errors.append(p.communicate(timeout=timeout)[1])
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
-            pytest.fail("a worker did not finish within 300 s")
-    for p, (_, err) in zip(procs, outputs):
+            pytest.fail(f"a worker did not finish within {timeout} s")
+    for p, err in zip(procs, errors):
         assert p.returncode == 0, err[-3000:]
-    return [json.loads((tmp / f"worker{i}.json").read_text()) for i in range(2)]
+    return [json.loads(out.read_text()) for out in outs]
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    return finish(*launch(tmp_path_factory.mktemp("workers")))
 
 
 @pytest.mark.parametrize("name", SOLVERS)
@@ -141,6 +195,32 @@ def test_each_worker_holds_its_half_of_every_global_batch(reports):
     assert sorted(halves[0] + halves[1]) == list(range(BATCH))
 
 
+def test_a_killed_worker_restarted_with_the_job_ends_where_the_uninterrupted_run_does(tmp_path):
+    directory = tmp_path / "ckpt"
+    procs, _ = launch(tmp_path, "first", directory)
+    try:
+        assert procs[1].wait(timeout=300) == 3          # worker 1 died after epoch 2's checkpoint
+        time.sleep(3)
+    finally:
+        procs[0].kill()                                 # the chief hangs in a collective: the job is restarted
+        procs[0].wait()
+    assert tf_latest(directory).endswith("ckpt-2")
+    reports = finish(*launch(tmp_path, "second", directory))
+    for r in reports:
+        assert r["start"] == 2 and r["epoch"] == EPOCHS and r["iteration"] == 2 * EPOCHS
+        assert r["u"] < 1e-5 and r["v"] < 1e-5, r
+        assert not [f for f in r["files"] if f.startswith(".worker")]     # scratch folders deleted
+
+
+def tf_latest(directory):
+    """The checkpoint the state file in ``directory`` names (read without TensorFlow)."""
+    text = (directory / "checkpoint").read_text()
+    return text.splitlines()[0].split(":", 1)[1].strip().strip('"')
+
+
 if __name__ == "__main__":
     sys.path.insert(0, os.getcwd())
-    worker(sys.argv[1])
+    if len(sys.argv) > 2:
+        resumed_worker(sys.argv[1], sys.argv[3], sys.argv[2])
+    else:
+        worker(sys.argv[1])
