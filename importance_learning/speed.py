@@ -24,7 +24,10 @@ paper's settings, the others their defaults with small learning rates (`SETTINGS
 With ``--parts`` it also measures where a Penalty lower step's time goes, each pass as one
 compiled call on the same batch: the forward pass of g, g's gradient (forward + backward),
 g's gradient together with its Hessian-vector product ``H_vv w`` (one nested-tape pass,
-`penalty_tf.autodiff.gradient_plus_hvp`), and that pass with f's gradient on a validation
+`penalty_tf.autodiff.gradient_plus_hvp`), the same by forward-over-reverse
+(``gradient_and_hvp_forward_over_reverse``: a `tf.autodiff.ForwardAccumulator` around the
+gradient, for a w fixed beforehand; Penalty's w = nu + rho G needs G first, so it would
+add a gradient), and that pass with f's gradient on a validation
 batch added — the lower step's direction ``grad f + H (nu + rho G)`` without the optimizer
 update. ``--threads 1`` pins TensorFlow to one thread (cleaner per-op costs). ``--precision
 mixed_bfloat16`` times the same under Keras' bfloat16 compute policy (float32 variables).
@@ -166,10 +169,19 @@ def measure_parts(model_name: str, batch_size: int, repeats: int, xla: bool, clo
     def direction(grad):
         return [0.01 * t for t in grad]
 
+    fixed = [tf.fill(t.shape, 1e-3) for t in v]
+
+    def forward_over_reverse():
+        """G and H w for a w known beforehand, by a forward-mode JVP of the gradient."""
+        with tf.autodiff.ForwardAccumulator(v, fixed) as accumulator:
+            grad = autodiff.gradient(g, v)[1]
+        return grad, accumulator.jvp(grad)
+
     passes = {
         "forward": g,
         "gradient": lambda: autodiff.gradient(g, v)[1],
         "gradient_and_hvp": lambda: autodiff.gradient_plus_hvp(None, g, v, direction, v).grads,
+        "gradient_and_hvp_forward_over_reverse": forward_over_reverse,
         "lower_step_direction": lambda: autodiff.gradient_plus_hvp(f, g, v, direction, v).grads,
     }
     train = Classifier(model, jit_compile=xla).train_step(tf1_adam(1e-4))
