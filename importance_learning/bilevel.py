@@ -18,7 +18,7 @@ The classifier is always called with ``training=False`` (dropout inactive, §0.2
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import keras
 import numpy as np
@@ -78,21 +78,34 @@ class Classifier:
                      progress: Optional[Callable[[int], None]] = None) -> float:
         """The original's ``train_simple``: fresh TF1-style Adam(lr), per epoch a NumPy shuffle
         and minibatches in order (floor: partial last batch dropped; ceil: included).
-        Returns the last minibatch loss."""
+        Returns the last minibatch loss. An epoch's full minibatches run in one graph call
+        (`penalty_tf.optimizers.make_epoch_loop`); the steps are the same."""
         from importance_learning.core import num_batches
         from penalty_tf.paper.experiment import ExperimentError
 
         nb = num_batches(len(x), batch_size, rounding)
-
-        def epoch() -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
-            order = rng.permutation(len(x))
-            for b in range(nb):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                yield tf.constant(x[idx], tf.float32), tf.constant(y[idx], tf.int32)
-
-        step = self.train_step(optimizers.tf1_adam(lr))
+        full = min(nb, len(x) // batch_size)          # batches of batch_size points
+        optimizer = optimizers.tf1_adam(lr)
+        loop = optimizers.make_epoch_loop(self.mean_loss, self.model.trainable_variables, optimizer,
+                                          jit_compile=self.jit_compile)
+        step = self.train_step(optimizer) if nb > full else None   # ceil: the partial last batch
         try:
-            return optimizers.fit(step, (epoch() for _ in range(epochs)), progress)
+            loss = float("nan")
+            for k in range(1, epochs + 1):
+                order = rng.permutation(len(x))
+                if full:
+                    idx = order[:full * batch_size]
+                    loss = loop(tf.constant(x[idx].reshape((full, batch_size) + x.shape[1:]), tf.float32),
+                                tf.constant(y[idx].reshape(full, batch_size), tf.int32))
+                if step is not None:
+                    idx = order[full * batch_size:]
+                    loss = step((tf.constant(x[idx], tf.float32), tf.constant(y[idx], tf.int32)))
+                if progress is not None:
+                    progress(k)
+            loss = float(loss)
+            if (full or step is not None) and epochs and not np.isfinite(loss):
+                raise optimizers.TrainingDiverged(f"plain training diverged (loss {loss}); lower the learning rate")
+            return loss
         except optimizers.TrainingDiverged as error:
             raise ExperimentError(str(error)) from None
 

@@ -170,6 +170,32 @@ def make_train_loop(loss_fn: Callable[[Any], tf.Tensor], variables: Sequence[tf.
     return tf.function(loop, autograph=False, jit_compile=jit_compile)
 
 
+def make_epoch_loop(loss_fn: Callable[[Any], tf.Tensor], variables: Sequence[tf.Variable],
+                    optimizer: Any, *, jit_compile: bool = False) -> Callable[..., tf.Tensor]:
+    """A compiled ``loop(*stacked) -> last loss``: one optimizer step on ``loss_fn(batch_i)``
+    for every batch i of ``stacked`` (tensors of shape [n, batch, ...], batch i =
+    ``tuple(t[i] for t in stacked)``), in order, in one `tf.while_loop`: an epoch of
+    minibatches in one host call. The steps are those of `make_train_step` on the same
+    batches (tests/test_importance_core.py checks the weights are equal)."""
+    variables = list(variables)
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        optimizer.build(variables)
+
+    def loop(*stacked):
+        def body(i, _):
+            batch = tuple(t[i] for t in stacked)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(batch)
+            _apply(optimizer, tape.gradient(loss, variables), variables)
+            return i + 1, tf.cast(loss, tf.float32)
+
+        n = tf.shape(stacked[0])[0]
+        _, last = tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), tf.constant(np.nan, tf.float32)))
+        return last
+
+    return tf.function(loop, autograph=False, jit_compile=jit_compile)
+
+
 def fit(step: Callable[[Any], tf.Tensor], batches: Iterable[Any],
         progress: Optional[Callable[[int], None]] = None) -> float:
     """Run ``step`` (from `make_train_step`) on every batch; ``progress(k)`` after each

@@ -153,3 +153,43 @@ def test_settings_are_the_originals_per_method_and_the_resume_key_skips_run_cont
     baseline = settings("--method", "oracle")      # the baselines train with the Penalty row
     assert isinstance(baseline.solver, PenaltyConfig) and baseline.solver.nu0 == 1e-6
     assert baseline.pretrain_lr == 1e-4 and baseline.epochs == 101
+
+
+@pytest.mark.parametrize("rounding, n", [("floor", 130), ("ceil", 130), ("floor", 20)])
+def test_train_simple_epochs_in_one_call_equal_one_call_per_minibatch(rounding, n):
+    """train_simple runs an epoch's full minibatches in one graph call (make_epoch_loop):
+    the weights equal those of the original's loop, one make_train_step call per minibatch
+    on the same NumPy shuffles (rounding ceil adds the partial last batch; 20 points at
+    batch 32 with floor: no batch, nothing trained, no divergence error)."""
+    import keras
+    import tensorflow as tf
+
+    from importance_learning.bilevel import Classifier
+    from penalty_tf import optimizers
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 12)).astype(np.float32)
+    y = rng.integers(0, 4, n).astype(np.int32)
+
+    def model():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((12,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(4)])
+
+    fast = Classifier(model())
+    loss = fast.train_simple(x, y, 3, 1e-2, np.random.default_rng(7), batch_size=32, rounding=rounding)
+    slow = Classifier(model())
+    step = slow.train_step(optimizers.tf1_adam(1e-2))
+    order_rng = np.random.default_rng(7)
+    nb = core.num_batches(n, 32, rounding)
+    for _ in range(3):
+        order = order_rng.permutation(n)
+        for b in range(nb):
+            idx = order[b * 32:(b + 1) * 32]
+            last = step((tf.constant(x[idx]), tf.constant(y[idx])))
+    for a, b in zip(fast.model.get_weights(), slow.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    if nb:
+        assert loss == pytest.approx(float(last), rel=1e-6)
+        assert np.abs(fast.model.get_weights()[0] - model().get_weights()[0]).max() > 1e-3
+    else:
+        assert np.isnan(loss)
